@@ -1,0 +1,72 @@
+"""The bus: one ordered, durable log per channel, and a live tail of it.
+
+Offsets and epochs come from the log, so every gateway node agrees on them. Adapters:
+``gateway.bus.memory`` (embedded default: in-process, durable through the message store)
+and, later, Redis Streams. Every adapter passes ``tests/contract/test_bus_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import msgspec
+
+from gateway.model import Position, Record
+
+__all__ = ["Appended", "Bus", "BusStatistics"]
+
+
+class Appended(msgspec.Struct, frozen=True):
+    """Result of :meth:`Bus.append`: the record as stored, and whether it already was."""
+
+    record: Record
+    duplicate: bool = False
+
+
+class BusStatistics(msgspec.Struct):
+    appends: int = 0
+    duplicates: int = 0
+    tails_open: int = 0
+    channels: int = 0
+    commit_batches: int = 0
+
+
+class Bus(Protocol):
+    """Per-channel logs.
+
+    Guarantees every adapter gives:
+
+    * ``append`` returns only once the record is durable (it survives a restart of this
+      process) and has the next offset of the channel (1, 2, 3 ... within an epoch).
+    * Idempotency: an append with a ``(channel, sender, cmid)`` already in the log returns
+      the original record with ``duplicate=True`` and appends nothing, also when the two
+      appends run concurrently.
+    * If ``append`` raises :class:`gateway.errors.StoreUnavailable`, nothing was appended.
+    * A tail yields every record after its start offset exactly once, in offset order,
+      with no gaps, in batches, for as long as it is open (records appended before or
+      after it was opened alike).
+    """
+
+    async def append(
+        self, channel: str, *, sender: str, cmid: str, body: str, thread: str | None = None
+    ) -> Appended: ...
+
+    async def head(self, channel: str) -> Position:
+        """Epoch and last offset (0 for an empty log); creates the log if needed."""
+        ...
+
+    async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
+        """Records with ``offset > after``, in order, at most ``limit``."""
+        ...
+
+    def open_tail(
+        self, channel: str, after: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[Sequence[Record]]]:
+        """Live records with ``offset > after``, in order, in batches."""
+        ...
+
+    def statistics(self) -> BusStatistics: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,115 @@
+"""One frozen settings object, built from the environment and the command line in ``app``.
+
+Nothing below ``app`` reads the environment: every layer receives the values it needs.
+Every variable is ``GATEWAY_<FIELD>`` upper-cased (``GATEWAY_WS_PORT=9000``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Limits", "Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection and per-message limits. Sent to clients in the ``hello`` frame."""
+
+    max_message_bytes: int = 64 * 1024  # one decoded WebSocket message
+    max_fragments: int = 64  # continuation frames per message
+    max_body_bytes: int = 16 * 1024  # UTF-8 bytes of a message body
+    max_channel_len: int = 128
+    max_cmid_len: int = 64
+    max_subscriptions: int = 500
+    rate_per_second: float = 50.0  # sustained client frames per second
+    rate_burst: int = 100  # bucket size
+    rate_strikes: int = 20  # frames refused for rate before the connection is closed
+    error_strikes: int = 50  # protocol errors tolerated before the connection is closed
+    outbox_max_bytes: int = 1024 * 1024  # queued outgoing bytes before shedding
+    replay_max: int = 10_000  # messages replayed on one subscribe before "truncated"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    ws_port: int = 8000
+    http_port: int = 8001
+    data_dir: str = "./data"
+    # auth
+    jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
+    jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwks_cache_seconds: float = 300.0
+    allowed_origins: tuple[str, ...] = (
+        "http://localhost",
+        "http://localhost:*",
+        "http://127.0.0.1:*",
+        "https://localhost:*",
+    )
+    # timing
+    heartbeat_interval: float = 25.0  # server pings; NLB idle timeout is 350 s
+    idle_timeout: float = 75.0  # nothing received for this long -> close 4103
+    auth_timeout: float = 10.0  # no successful auth within this -> close 4002
+    drain_timeout: float = 10.0  # graceful shutdown budget
+    channel_idle_timeout: float = 60.0  # channel actor with no subscribers stops
+    hot_window: int = 1000  # messages kept in memory per channel actor
+    max_connections: int = 50_000
+    log_level: str = "INFO"
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from ``GATEWAY_*`` variables, then apply explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        limit_values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "limits":
+                continue
+            raw = env.get(f"GATEWAY_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f"GATEWAY_{f.name.upper()}", f.type, raw)
+        for f in dataclasses.fields(Limits):
+            raw = env.get(f"GATEWAY_{f.name.upper()}")
+            if raw is not None:
+                limit_values[f.name] = _parse(f"GATEWAY_{f.name.upper()}", f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if limit_values:
+            values["limits"] = dataclasses.replace(values.get("limits", Limits()), **limit_values)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.ws_port < 65536 or not 0 <= self.http_port < 65536:
+            raise SettingsError("GATEWAY_WS_PORT / GATEWAY_HTTP_PORT must be 0..65535")
+        if self.heartbeat_interval <= 0 or self.idle_timeout <= self.heartbeat_interval:
+            raise SettingsError(
+                "GATEWAY_IDLE_TIMEOUT must be greater than GATEWAY_HEARTBEAT_INTERVAL (> 0)"
+            )
+        if self.hot_window < 1:
+            raise SettingsError("GATEWAY_HOT_WINDOW must be at least 1")
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    t = str(type_)
+    try:
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {t}") from exc
+    return raw

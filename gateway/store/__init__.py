@@ -1,0 +1,5 @@
+"""Store interface. Concrete adapters are imported only by ``gateway.app`` and tests."""
+
+from gateway.store.base import MessageStore, StoreStatistics
+
+__all__ = ["MessageStore", "StoreStatistics"]
