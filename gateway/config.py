@@ -66,9 +66,7 @@ class Settings:
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``GATEWAY_*`` variables, then apply explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

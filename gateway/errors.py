@@ -11,7 +11,7 @@ in two reserved ranges whose meaning a client can act on without knowing each co
   rate limit, internal fault).
 
 Standard codes used: 1000 normal, 1002 protocol error, 1007 invalid payload data
-(bad UTF-8), 1009 message too big, 1011 unexpected server error (may resume).
+(bad UTF-8), 1008 policy violation (too many fragments), 1009 message too big, 1011 unexpected server error (may resume).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000
     PROTOCOL_ERROR = 1002
     INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     # 4000-4099: do not reconnect automatically.

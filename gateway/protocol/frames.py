@@ -212,13 +212,5 @@ class Error(ServerFrame, tag="error"):
 
 
 ServerFrames = (
-    Hello
-    | Ready
-    | Subscribed
-    | Unsubscribed
-    | MessageEvent
-    | Ack
-    | TypingEvent
-    | Pong
-    | Error
+    Hello | Ready | Subscribed | Unsubscribed | MessageEvent | Ack | TypingEvent | Pong | Error
 )

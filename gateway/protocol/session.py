@@ -173,13 +173,9 @@ class Session:
                     )
                 self.phase = Phase.AUTHENTICATING
                 return Authenticate(frame.token, dict(frame.positions))
-            return self._strike(
-                error(ErrorCode.NOT_AUTHENTICATED, "send 'auth' or 'resume' first")
-            )
+            return self._strike(error(ErrorCode.NOT_AUTHENTICATED, "send 'auth' or 'resume' first"))
         if self.phase is Phase.AUTHENTICATING:
-            return self._strike(
-                error(ErrorCode.NOT_AUTHENTICATED, "authentication is in progress")
-            )
+            return self._strike(error(ErrorCode.NOT_AUTHENTICATED, "authentication is in progress"))
         if self.phase is Phase.CLOSED:
             return None
         # READY

@@ -1,0 +1,531 @@
+"""Connection actor: one per WebSocket.
+
+Reader: the actor's own task reads the socket, feeds wsproto, assembles messages under
+size and fragment limits, and executes what the sans-IO :class:`Session` decides.
+
+Writer: :meth:`send_frame` never blocks. When nothing is queued it writes straight to
+the non-blocking socket (``os.write``); what the kernel does not take goes to a bounded
+outbox that a short-lived drain task empties when the socket is writable. If the outbox
+passes ``outbox_max_bytes`` the client is a slow consumer: queued frames are dropped (they
+are in the log) and the connection is closed with 4101, "resume from your last offset".
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from gateway.errors import CloseCode, ErrorCode, GatewayError, ProtocolViolation
+from gateway.model import Position
+from gateway.protocol import build_frame, negotiate
+from gateway.protocol import frames as f
+from gateway.protocol import session as s
+from gateway.protocol.codec import JSON, Codec
+
+if TYPE_CHECKING:
+    from gateway.actors.node import Node
+    from gateway.auth import Identity
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("gateway.connection")
+CLOSE_GRACE = 2.0  # seconds to wait for the client's close frame
+RECV_SIZE = 65536
+
+
+class Connection:
+    """A WebSocket connection actor. Run with ``await Connection(node, sock).run()``."""
+
+    __slots__ = (
+        "_draining",
+        "_fd",
+        "_frags",
+        "_parts",
+        "_size",
+        "auth_deadline",
+        "closing",
+        "codec",
+        "dead",
+        "identity",
+        "last_ping",
+        "last_recv",
+        "node",
+        "outbox",
+        "outbox_bytes",
+        "peer",
+        "scope",
+        "session",
+        "sock",
+        "ws",
+    )
+
+    def __init__(self, node: Node, sock: trio.socket.SocketType, peer: str) -> None:
+        self.node = node
+        self.sock = sock
+        self._fd = sock.fileno()
+        self.peer = peer
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.codec: Codec = JSON
+        now = trio.current_time()
+        self.session = s.Session(os.urandom(9).hex(), node.settings.limits, now)
+        self.identity: Identity | None = None
+        self.outbox: collections.deque[bytes] = collections.deque()
+        self.outbox_bytes = 0
+        self._draining = False
+        self.closing = False
+        self.dead = False
+        self.last_recv = now
+        self.last_ping = now
+        self.auth_deadline = now + node.settings.auth_timeout
+        self.scope = trio.CancelScope()
+        self._parts: list[bytes | str] = []
+        self._size = 0
+        self._frags = 0
+
+    # ================================================================ writer
+
+    def send_frame(self, data: bytes) -> None:
+        """Queue one complete data frame without blocking (the fan-out hot path)."""
+        if self.closing:
+            return
+        if self.outbox:
+            self.outbox.append(data)
+            self.outbox_bytes += len(data)
+            if self.outbox_bytes > self.node.settings.limits.outbox_max_bytes:
+                self._shed()
+            return
+        self._write(data)
+
+    def send_ephemeral(self, data: bytes) -> None:
+        """Typing and other droppable events: skipped when anything is queued."""
+        if self.outbox or self.closing:
+            self.node.metrics.drops.labels("ephemeral").inc()
+            return
+        self._write(data)
+
+    def send(self, frame: f.ServerFrame) -> None:
+        self.send_frame(build_frame(self.codec.encode(frame), self.codec.binary))
+
+    def _write(self, data: bytes) -> None:
+        if self.dead:
+            return
+        if self.outbox:
+            self.outbox.append(data)
+            self.outbox_bytes += len(data)
+            return
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._broken()
+            return
+        if n < len(data):
+            rest = data[n:]
+            self.outbox.append(rest)
+            self.outbox_bytes += len(rest)
+            if not self._draining:
+                self._draining = True
+                self.node.spawn(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            while self.outbox and not self.dead:
+                try:
+                    await trio.lowlevel.wait_writable(self.sock)
+                except (trio.ClosedResourceError, OSError):
+                    self._broken()
+                    return
+                while self.outbox and not self.dead:
+                    chunk = self.outbox[0]
+                    try:
+                        n = os.write(self._fd, chunk)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        self._broken()
+                        return
+                    self.outbox_bytes -= n
+                    if n == len(chunk):
+                        self.outbox.popleft()
+                    else:
+                        self.outbox[0] = chunk[n:]
+                        break
+        finally:
+            self._draining = False
+
+    async def wait_outbox_below(self, nbytes: int) -> None:
+        while self.outbox_bytes >= nbytes:
+            if self.dead or self.closing:
+                raise trio.BrokenResourceError("connection closed")
+            await trio.sleep(0.005)
+        if self.dead or self.closing:
+            raise trio.BrokenResourceError("connection closed")
+
+    def _shed(self) -> None:
+        """Slow consumer: drop queued frames (keep a partly written one), close 4101."""
+        head = self.outbox[0]
+        self.outbox.clear()
+        self.outbox.append(head)
+        self.outbox_bytes = len(head)
+        self.node.metrics.drops.labels("slow_consumer").inc()
+        log.info("slow consumer shed", extra={"peer": self.peer, "session": self.session.id})
+        self.close(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume")
+
+    def _broken(self) -> None:
+        self.dead = True
+        self.closing = True
+        self.outbox.clear()
+        self.outbox_bytes = 0
+        self.scope.cancel()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the reader waits up to CLOSE_GRACE for the echo."""
+        if self.closing:
+            return
+        self.closing = True
+        self.node.metrics.closes.labels(str(code)).inc()
+        if self.ws.state is ConnectionState.OPEN:
+            self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + CLOSE_GRACE)
+
+    def channel_failed(self, channel: str) -> None:
+        self.session.unsubscribed(channel)
+        self.send(f.Unsubscribed(channel=channel, reason="restart"))
+
+    def revoke(self, channel: str) -> None:
+        """Access to ``channel`` was withdrawn: stop delivering it at once."""
+        actor = self.node.registry.get(channel)
+        if actor is not None:
+            actor.detach(self)
+        if channel in self.session.subscriptions:
+            self.session.unsubscribed(channel)
+            self.send(f.Unsubscribed(channel=channel, reason="forbidden"))
+
+    def ping(self, now: float) -> None:
+        self.last_ping = now
+        if self.ws.state is ConnectionState.OPEN and not self.outbox:
+            self._write(self.ws.send(Ping(b"")))
+
+    # ================================================================ reader
+
+    async def run(self) -> None:
+        node = self.node
+        try:
+            with self.scope:
+                if await self._handshake():
+                    node.connection_opened(self)
+                    try:
+                        await self._read_loop()
+                    finally:
+                        node.connection_closed(self)
+        finally:
+            await self._finish()
+
+    async def _handshake(self) -> bool:
+        ws = self.ws
+        while True:
+            data = await self.sock.recv(16384)
+            if not data:
+                return False
+            try:
+                ws.receive_data(data)
+            except RemoteProtocolError:
+                self._reject(400, b"expected a WebSocket upgrade request\n")
+                return False
+            for event in ws.events():
+                if isinstance(event, Request):
+                    return self._accept(event)
+            if len(data) == 0:  # pragma: no cover - loop guard
+                return False
+
+    def _accept(self, req: Request) -> bool:
+        node = self.node
+        path = req.target.split("?", 1)[0]
+        if path != "/ws":
+            self._reject(404, b"no WebSocket endpoint here; use /ws\n")
+            return False
+        origin = next(
+            (v.decode("latin-1") for k, v in req.extra_headers if k.lower() == b"origin"), None
+        )
+        if origin is not None and not node.origin_allowed(origin):
+            self._reject(403, b"origin not allowed\n")
+            return False
+        codec = negotiate(list(req.subprotocols))
+        if codec is None:
+            self._reject(
+                400, b"unsupported subprotocol; offer gateway.v1.json or gateway.v1.msgpack\n"
+            )
+            return False
+        if node.draining:
+            self._reject(503, b"draining; connect to another node\n")
+            return False
+        if node.connection_count >= node.settings.max_connections:
+            node.metrics.drops.labels("max_connections").inc()
+            self._reject(503, b"node is full\n")
+            return False
+        self.codec = codec
+        sub = codec.subprotocol if req.subprotocols else None
+        self._write(self.ws.send(AcceptConnection(subprotocol=sub, extensions=[])))
+        st = node.settings
+        lim = st.limits
+        self.send(
+            f.Hello(
+                session=self.session.id,
+                heartbeat_ms=int(st.heartbeat_interval * 1000),
+                auth_timeout_ms=int(st.auth_timeout * 1000),
+                limits=f.LimitsInfo(
+                    max_message_bytes=lim.max_message_bytes,
+                    max_body_bytes=lim.max_body_bytes,
+                    max_subscriptions=lim.max_subscriptions,
+                    rate_per_second=lim.rate_per_second,
+                    rate_burst=lim.rate_burst,
+                ),
+                node=node.node_id,
+            )
+        )
+        return True
+
+    def _reject(self, status: int, body: bytes) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        try:
+            self._write(
+                self.ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            )
+            self._write(self.ws.send(RejectData(data=body, body_finished=True)))
+        except Exception:  # noqa: BLE001 - handshake state too broken to answer
+            pass
+
+    async def _read_loop(self) -> None:
+        ws = self.ws
+        await self._process(ws)  # bytes that came right after the upgrade request
+        while ws.state is not ConnectionState.CLOSED and not self.dead:
+            try:
+                data = await self.sock.recv(RECV_SIZE)
+            except OSError:
+                return
+            if not data:
+                ws.receive_data(None)
+                await self._process(ws)
+                return
+            self.last_recv = trio.current_time()
+            ws.receive_data(data)
+            await self._process(ws)
+
+    async def _process(self, ws: WSConnection) -> None:
+        for event in ws.events():
+            if self.dead:
+                return
+            if isinstance(event, TextMessage | BytesMessage):
+                if self.closing:
+                    continue
+                data = event.data
+                self._size += len(data)
+                if event.frame_finished:
+                    self._frags += 1
+                lim = self.node.settings.limits
+                if self._size > lim.max_message_bytes:
+                    self.close(
+                        CloseCode.MESSAGE_TOO_BIG, f"message over {lim.max_message_bytes} bytes"
+                    )
+                    continue
+                if self._frags > lim.max_fragments:
+                    self.close(
+                        CloseCode.POLICY_VIOLATION, f"more than {lim.max_fragments} fragments"
+                    )
+                    continue
+                if not event.message_finished:
+                    self._parts.append(data)
+                    continue
+                if self._parts:
+                    self._parts.append(data)
+                    parts, self._parts = self._parts, []
+                    data = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
+                self._size = self._frags = 0
+                await self._on_message(data)
+            elif isinstance(event, Ping):
+                if ws.state is ConnectionState.OPEN:
+                    self._write(ws.send(event.response()))
+            elif isinstance(event, Pong):
+                pass
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._write(ws.send(event.response()))
+                    self.closing = True
+                elif ws.state is ConnectionState.OPEN:  # parse failure inside wsproto
+                    self.close(event.code, event.reason or "protocol error")
+                    self.dead = True
+                return
+
+    async def _on_message(self, data: bytes | str) -> None:
+        node = self.node
+        node.metrics.frames_in.inc()
+        action = self.session.admit(trio.current_time())
+        if action is not None:
+            await self._do(action)
+            return
+        try:
+            frame = self.codec.decode_client(data)
+        except ProtocolViolation as exc:
+            action = self.session.decode_failed(exc)
+        else:
+            action = self.session.receive(frame)
+        if action is not None:
+            await self._do(action)
+
+    # ================================================================ actions
+
+    async def _do(self, action: s.Action) -> None:
+        if isinstance(action, s.Reply):
+            if isinstance(action.frame, f.Error):
+                self.node.metrics.errors.labels(action.frame.code).inc()
+            self.send(action.frame)
+        elif isinstance(action, s.DoPublish):
+            await self._publish(action.frame)
+        elif isinstance(action, s.DoSubscribe):
+            await self._subscribe(action.channel, action.since)
+        elif isinstance(action, s.DoTyping):
+            actor = self.node.registry.get(action.channel)
+            if actor is not None and self.session.user is not None:
+                actor.typing(self, self.session.user)
+        elif isinstance(action, s.DoUnsubscribe):
+            actor = self.node.registry.get(action.channel)
+            if actor is not None:
+                actor.detach(self)
+            self.session.unsubscribed(action.channel)
+            self.send(f.Unsubscribed(channel=action.channel))
+        elif isinstance(action, s.Authenticate):
+            await self._authenticate(action)
+        elif isinstance(action, s.Close):
+            self.close(action.code, action.reason)
+
+    def _error(self, code: ErrorCode, message: str, **kw: object) -> None:
+        self.node.metrics.errors.labels(code.value).inc()
+        self.send(s.error(code, message, **kw).frame)  # type: ignore[arg-type]
+
+    async def _authenticate(self, action: s.Authenticate) -> None:
+        try:
+            identity = await self.node.verifier.verify(action.token)
+        except GatewayError as exc:
+            self.node.metrics.auth_failures.inc()
+            await self._do(self.session.auth_failed(exc.message))
+            return
+        self.identity = identity
+        self.send(self.session.auth_succeeded(identity.user))
+        if action.resume:
+            for channel, position in action.resume.items():
+                if self.closing:
+                    return
+                await self._subscribe(channel, position)
+
+    async def _subscribe(self, channel: str, since: Position | None) -> None:
+        identity = self.identity
+        assert identity is not None
+        if not identity.can_access(channel):
+            self._error(ErrorCode.FORBIDDEN, "not allowed on this channel", channel=channel)
+            return
+        registry = self.node.registry
+        previous = registry.get(channel)
+        if previous is not None:
+            previous.detach(self)
+        try:
+            actor = await registry.acquire(channel)
+            self.session.subscribed(channel)
+            await actor.attach(self, since, self.node.settings.limits.replay_max)
+        except trio.BrokenResourceError:
+            self.session.unsubscribed(channel)
+            if not self.closing:
+                self.send(f.Unsubscribed(channel=channel, reason="restart"))
+        except GatewayError as exc:
+            self.session.unsubscribed(channel)
+            self._error(exc.code, exc.message, channel=channel, retryable=exc.retryable)
+
+    async def _publish(self, frame: f.Publish) -> None:
+        identity = self.identity
+        assert identity is not None
+        if not identity.can_access(frame.channel):
+            self._error(
+                ErrorCode.FORBIDDEN,
+                "not allowed on this channel",
+                ref=frame.cmid,
+                channel=frame.channel,
+            )
+            return
+        try:
+            appended = await self.node.bus.append(
+                frame.channel,
+                sender=identity.user,
+                cmid=frame.cmid,
+                body=frame.body,
+                thread=frame.thread,
+            )
+        except GatewayError as exc:
+            self._error(
+                exc.code,
+                exc.message,
+                ref=frame.cmid,
+                channel=frame.channel,
+                retryable=exc.retryable,
+            )
+            return
+        metrics = self.node.metrics
+        if appended.duplicate:
+            metrics.duplicates.inc()
+        else:
+            metrics.published.inc()
+        r = appended.record
+        self.send(
+            f.Ack(
+                cmid=r.cmid,
+                channel=r.channel,
+                offset=r.offset,
+                epoch=r.epoch,
+                id=r.id,
+                duplicate=appended.duplicate,
+            )
+        )
+
+    # ================================================================ teardown
+
+    async def _finish(self) -> None:
+        registry = self.node.registry
+        for channel in list(self.session.subscriptions):
+            actor = registry.get(channel)
+            if actor is not None:
+                actor.detach(self)
+        self.session.subscriptions.clear()
+        if not self.dead and self.outbox:
+            with trio.move_on_after(1.0):
+                while self.outbox and not self.dead:
+                    await trio.sleep(0.01)
+        self.dead = True
+        self.sock.close()
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "peer": self.peer,
+            "session": self.session.id,
+            "user": self.session.user,
+            "subscriptions": len(self.session.subscriptions),
+            "outbox_bytes": self.outbox_bytes,
+            "since": time.time(),
+        }

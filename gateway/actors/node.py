@@ -1,0 +1,200 @@
+"""A gateway node: the context every connection and channel actor shares.
+
+It accepts WebSocket connections (``serve_websocket``), runs the ticker that sends
+heartbeats and enforces the auth, idle and token-expiry deadlines, and drains on shutdown.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from gateway.actors.connection import Connection
+from gateway.actors.registry import ChannelRegistry
+from gateway.bus import Bus
+from gateway.config import Settings
+from gateway.errors import CloseCode
+from gateway.metrics import Metrics
+from gateway.protocol.session import Phase
+
+if TYPE_CHECKING:
+    from gateway.auth import Identity
+
+__all__ = ["Node", "Verifier"]
+
+log = logging.getLogger("gateway.node")
+TICK = 1.0
+
+
+class Verifier(Protocol):
+    async def verify(self, token: str) -> Identity: ...
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        nursery: trio.Nursery,
+        bus: Bus,
+        verifier: Verifier,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self._nursery = nursery
+        self.bus = bus
+        self.verifier = verifier
+        self.metrics = metrics
+        self.registry = ChannelRegistry(
+            nursery,
+            bus,
+            metrics,
+            hot_window=settings.hot_window,
+            idle_timeout=settings.channel_idle_timeout,
+        )
+        self.connections: set[Connection] = set()
+        self._handshaking: set[Connection] = set()
+        self.draining = False
+        self.started_at = time.time()
+        self._listeners: list[trio.SocketListener] = []
+        self._origins = tuple(o.lower() for o in settings.allowed_origins)
+
+    # ------------------------------------------------------------------ helpers
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._nursery.start_soon(fn)
+
+    def origin_allowed(self, origin: str) -> bool:
+        o = origin.lower()
+        return any(p == "*" or fnmatch.fnmatchcase(o, p) for p in self._origins)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections) + len(self._handshaking)
+
+    def connection_opened(self, conn: Connection) -> None:
+        self._handshaking.discard(conn)
+        self.connections.add(conn)
+        self.metrics.connections.set(len(self.connections))
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.metrics.connections.set(len(self.connections))
+
+    def revoke(self, user: str, channel: str) -> int:
+        """Withdraw ``user``'s access to ``channel`` on every local connection at once."""
+        n = 0
+        for conn in list(self.connections):
+            if conn.session.user == user:
+                conn.revoke(channel)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve_websocket(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept WebSocket connections until cancelled; reports the bound port."""
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+        self._listeners = listeners
+        bound = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
+            task_status.started(bound)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        sock = listener.socket
+        async with trio.open_nursery() as nursery:
+            while not self.draining:
+                try:
+                    conn_sock, addr = await sock.accept()
+                except OSError as exc:  # EMFILE and friends: back off, do not die
+                    log.warning("accept failed", extra={"error": str(exc)})
+                    await trio.sleep(0.1)
+                    continue
+                except trio.ClosedResourceError:
+                    return
+                conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn = Connection(self, conn_sock, f"{addr[0]}:{addr[1]}")
+                self._handshaking.add(conn)
+                nursery.start_soon(self._run_connection, conn)
+
+    async def _run_connection(self, conn: Connection) -> None:
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection actor crashed", extra={"peer": conn.peer})
+        finally:
+            self._handshaking.discard(conn)
+            self.connections.discard(conn)
+
+    async def run_ticker(self) -> None:
+        """Heartbeats, deadlines, idle channel reaping. One task for the whole node."""
+        st = self.settings
+        while True:
+            await trio.sleep(TICK)
+            now = trio.current_time()
+            wall = time.time()
+            for conn in list(self._handshaking):
+                if now > conn.auth_deadline:
+                    conn.scope.cancel()
+            for conn in list(self.connections):
+                if conn.closing:
+                    continue
+                if conn.session.phase is not Phase.READY and now > conn.auth_deadline:
+                    conn.close(CloseCode.AUTH_TIMEOUT, "no successful auth in time")
+                elif now - conn.last_recv > st.idle_timeout:
+                    conn.close(CloseCode.IDLE_TIMEOUT, "idle: nothing received")
+                elif (
+                    conn.identity is not None
+                    and conn.identity.expires_at is not None
+                    and wall > conn.identity.expires_at
+                ):
+                    conn.close(CloseCode.SESSION_EXPIRED, "token expired: resume with a new one")
+                elif now - conn.last_ping >= st.heartbeat_interval:
+                    conn.ping(now)
+            self.registry.reap_idle()
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting, ask every client to resume elsewhere (4100), wait for them.
+
+        Returns how many connections were still open when the timeout ran out.
+        """
+        self.draining = True
+        for listener in self._listeners:
+            await listener.aclose()
+        for conn in list(self._handshaking):
+            conn.scope.cancel()
+        for conn in list(self.connections):
+            conn.close(CloseCode.DRAINING, "server restarting: reconnect and resume")
+        with trio.move_on_after(timeout):
+            while self.connections:
+                await trio.sleep(0.02)
+        left = len(self.connections)
+        for conn in list(self.connections):
+            conn.scope.cancel()
+        return left
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "node": self.node_id,
+            "connections": len(self.connections),
+            "handshaking": len(self._handshaking),
+            "channels": len(self.registry),
+            "draining": self.draining,
+            "uptime": time.time() - self.started_at,
+        }
+
+    def identity_of(self, conn: Connection) -> Identity | None:
+        return conn.identity

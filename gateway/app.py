@@ -1,0 +1,126 @@
+"""Composition root: the only place that reads settings and picks concrete adapters.
+
+``open_gateway(settings)`` starts a whole node (store, bus, WebSocket data plane, REST
+control plane, ticker) in one nursery and yields a :class:`Gateway` handle once it
+accepts connections. Leaving the context drains gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from gateway.actors.node import Node
+from gateway.auth import TokenVerifier, load_or_create_dev_secret
+from gateway.bus.memory import open_memory_bus
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.routes.http import serve_rest
+from gateway.routes.rest import create_rest_app
+from gateway.store.sqlite import open_sqlite_store
+
+__all__ = ["Gateway", "open_gateway", "serve"]
+
+log = logging.getLogger("gateway.app")
+
+
+class Gateway:
+    """Handle on a running node."""
+
+    def __init__(self, node: Node, settings: Settings, ws_port: int, http_port: int) -> None:
+        self.node = node
+        self.settings = settings
+        self.ws_port = ws_port
+        self.http_port = http_port
+        host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        self.ws_url = f"ws://{host}:{ws_port}/ws"
+        self.http_url = f"http://{host}:{http_port}"
+        self.rest_restarts: list[int] = []
+        self._drained = False
+
+    async def drain(self) -> int:
+        """Graceful shutdown of the data plane; see :meth:`Node.drain`."""
+        if self._drained:
+            return 0
+        self._drained = True
+        return await self.node.drain(self.settings.drain_timeout)
+
+
+def _verifier(settings: Settings) -> TokenVerifier:
+    secret = settings.jwt_secret
+    if not secret and not settings.jwks_url:
+        secret = load_or_create_dev_secret(settings.data_dir)
+    return TokenVerifier(
+        hs256_secret=secret,
+        jwks_url=settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        jwks_cache_seconds=settings.jwks_cache_seconds,
+    )
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """Run one gateway node on the embedded default (SQLite + in-process bus)."""
+    os.makedirs(settings.data_dir, exist_ok=True)
+    verifier = _verifier(settings)
+    db = os.path.join(settings.data_dir, "messages.sqlite3")
+    async with (
+        open_sqlite_store(db) as store,
+        open_memory_bus(store, hot_window=settings.hot_window) as bus,
+        trio.open_nursery() as nursery,
+    ):
+        metrics = Metrics()
+        node = Node(settings, nursery, bus, verifier, metrics)
+        ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
+        gateway = Gateway(node, settings, ws_port, 0)
+        app = create_rest_app(node)
+        gateway.http_port = await nursery.start(
+            lambda task_status: serve_rest(
+                app,
+                settings.host,
+                settings.http_port,
+                restarts=gateway.rest_restarts,
+                task_status=task_status,
+            )
+        )
+        gateway.http_url = gateway.ws_url.replace("ws://", "http://").rsplit(":", 1)[0] + (
+            f":{gateway.http_port}"
+        )
+        nursery.start_soon(node.run_ticker)
+        log.info(
+            "gateway ready",
+            extra={"ws": gateway.ws_url, "http": gateway.http_url, "node": node.node_id},
+        )
+        try:
+            yield gateway
+        finally:
+            with trio.CancelScope(shield=True):
+                left = await gateway.drain()
+                if left:
+                    log.warning("drain timed out", extra={"connections_left": left})
+            nursery.cancel_scope.cancel()
+    await verifier.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain within ``settings.drain_timeout``."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_gateway(settings) as gateway:
+            print(
+                f"gateway: WebSocket {gateway.ws_url}  REST {gateway.http_url}  "
+                f"data {os.path.abspath(settings.data_dir)}",
+                flush=True,
+            )
+            async for signum in signals:
+                log.info("signal received; draining", extra={"signal": signum})
+                break
+            left = await gateway.drain()
+            log.info("drained", extra={"connections_left": left})

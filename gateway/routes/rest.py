@@ -1,0 +1,128 @@
+"""REST control plane on quart-trio: health, readiness, metrics, history pages.
+
+Thin: parse, authorize, hand to the bus. Errors are JSON ``{"error": {"code", "message"}}``
+with the stable codes of :mod:`gateway.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from gateway.errors import ErrorCode, GatewayError
+from gateway.protocol.frames import CHANNEL_PATTERN
+
+if TYPE_CHECKING:
+    from gateway.actors.node import Node
+
+__all__ = ["create_rest_app"]
+
+_json = msgspec.json.Encoder()
+_channel_re = __import__("re").compile(CHANNEL_PATTERN)
+MAX_PAGE = 200
+
+
+def _error(status: int, code: ErrorCode, message: str) -> Response:
+    body = _json.encode({"error": {"code": code.value, "message": message}})
+    return Response(body, status=status, content_type="application/json")
+
+
+def _ok(payload: Any, status: int = 200) -> Response:
+    return Response(_json.encode(payload), status=status, content_type="application/json")
+
+
+def create_rest_app(node: Node) -> QuartTrio:
+    app = QuartTrio("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _ok({"status": "ok", "node": node.node_id})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if node.draining:
+            return _ok({"status": "draining", "node": node.node_id}, status=503)
+        return _ok({"status": "ready", "node": node.node_id, **node.statistics()})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(
+            node.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @app.get("/v1/channels/<channel>/messages")
+    async def history(channel: str) -> Response:
+        """A page of a channel's history: ``after=N`` (ascending from N+1) or
+        ``before=N`` (the page just below N), ``limit`` 1..200."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return _error(401, ErrorCode.NOT_AUTHENTICATED, "send Authorization: Bearer <token>")
+        try:
+            identity = await node.verifier.verify(header[7:].strip())
+        except GatewayError as exc:
+            return _error(401, exc.code, exc.message)
+        if not _channel_re.match(channel):
+            return _error(400, ErrorCode.INVALID_FIELD, "invalid channel name")
+        if not identity.can_access(channel):
+            return _error(403, ErrorCode.FORBIDDEN, "not allowed on this channel")
+        args = request.args
+        try:
+            limit = int(args.get("limit", "50"))
+            after = int(args["after"]) if "after" in args else None
+            before = int(args["before"]) if "before" in args else None
+        except ValueError:
+            return _error(400, ErrorCode.INVALID_FIELD, "after, before and limit are integers")
+        if not 1 <= limit <= MAX_PAGE or (after is not None and before is not None):
+            return _error(
+                400, ErrorCode.INVALID_FIELD, f"limit 1..{MAX_PAGE}; give after or before, not both"
+            )
+        if (after is not None and after < 0) or (before is not None and before < 1):
+            return _error(400, ErrorCode.INVALID_FIELD, "after >= 0, before >= 1")
+        try:
+            head = await node.bus.head(channel)
+            if before is not None:
+                start = max(0, before - 1 - limit)
+                records = [
+                    r for r in await node.bus.read(channel, start, limit) if r.offset < before
+                ]
+            else:
+                records = list(await node.bus.read(channel, after or 0, limit))
+        except GatewayError as exc:
+            return _error(503, exc.code, exc.message)
+        return _ok(
+            {
+                "channel": channel,
+                "epoch": head.epoch,
+                "head": head.offset,
+                "messages": [
+                    {
+                        "offset": r.offset,
+                        "id": r.id,
+                        "sender": r.sender,
+                        "cmid": r.cmid,
+                        "body": r.body,
+                        "ts": r.ts,
+                        "thread": r.thread,
+                    }
+                    for r in records
+                ],
+            }
+        )
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        return _error(404, ErrorCode.NOT_FOUND, "no such endpoint")
+
+    @app.errorhandler(405)
+    async def bad_method(_: Exception) -> Response:
+        return _error(405, ErrorCode.INVALID_FIELD, "method not allowed")
+
+    @app.errorhandler(413)
+    async def too_large(_: Exception) -> Response:
+        return _error(413, ErrorCode.TOO_LARGE, "request body too large")
+
+    return app
