@@ -65,14 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_token)
 
-    try:
-        from gateway.client import chat
-    except ImportError:  # pragma: no cover - client extras missing
-        chat = None  # type: ignore[assignment]
-    if chat is not None:
-        p = sub.add_parser("chat", help="talk to a running gateway from the terminal")
-        chat.configure_parser(p)
-        p.set_defaults(func=chat.run)
+    from gateway.client import chat
+
+    p = sub.add_parser("chat", help="talk to a running gateway from the terminal")
+    chat.configure_parser(p)
+    p.set_defaults(func=chat.run)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

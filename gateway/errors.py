@@ -11,7 +11,8 @@ in two reserved ranges whose meaning a client can act on without knowing each co
   rate limit, internal fault).
 
 Standard codes used: 1000 normal, 1002 protocol error, 1007 invalid payload data
-(bad UTF-8), 1008 policy violation (too many fragments), 1009 message too big, 1011 unexpected server error (may resume).
+(bad UTF-8), 1008 policy violation (too many fragments), 1009 message too big,
+1011 unexpected server error (may resume).
 """
 
 from __future__ import annotations

@@ -39,11 +39,16 @@ class RawSocket:
         return cls(trio.SocketStream(sock))
 
     async def handshake(
-        self, *, target: str = "/ws", subprotocols: list[str] | None = None,
-        extra: list[tuple[bytes, bytes]] | None = None, trailing: bytes = b"",
+        self,
+        *,
+        target: str = "/ws",
+        subprotocols: list[str] | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        trailing: bytes = b"",
     ) -> Event:
         req = Request(
-            host="127.0.0.1", target=target,
+            host="127.0.0.1",
+            target=target,
             subprotocols=["gateway.v1.json"] if subprotocols is None else subprotocols,
             extra_headers=extra or [],
         )

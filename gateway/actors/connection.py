@@ -312,7 +312,7 @@ class Connection:
                 self.ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
             )
             self._write(self.ws.send(RejectData(data=body, body_finished=True)))
-        except Exception:  # noqa: BLE001 - handshake state too broken to answer
+        except Exception:  # handshake state too broken to answer
             pass
 
     async def _read_loop(self) -> None:
@@ -338,7 +338,9 @@ class Connection:
             if isinstance(event, TextMessage | BytesMessage):
                 if self.closing:
                     continue
-                data = event.data
+                data: bytes | str = (
+                    bytes(event.data) if isinstance(event.data, bytearray) else event.data
+                )
                 self._size += len(data)
                 if event.frame_finished:
                     self._frags += 1

@@ -59,13 +59,13 @@ class ClientFrame(msgspec.Struct, tag_field="type", frozen=True):
     """Base of every frame a client sends."""
 
 
-class Auth(ClientFrame, tag="auth"):
+class Auth(ClientFrame, tag="auth", frozen=True):
     """Authenticate the connection with a JWT. Must be the first frame."""
 
     token: Token
 
 
-class Resume(ClientFrame, tag="resume"):
+class Resume(ClientFrame, tag="resume", frozen=True):
     """Authenticate and resubscribe in one step after a reconnect.
 
     ``positions`` maps channel -> last position seen; every channel is resubscribed and
@@ -77,18 +77,18 @@ class Resume(ClientFrame, tag="resume"):
     positions: Annotated[dict[Channel, Position], Meta(max_length=500)] = {}
 
 
-class Subscribe(ClientFrame, tag="subscribe"):
+class Subscribe(ClientFrame, tag="subscribe", frozen=True):
     """Start receiving a channel. With ``since``, first replay what came after it."""
 
     channel: Channel
     since: Position | None = None
 
 
-class Unsubscribe(ClientFrame, tag="unsubscribe"):
+class Unsubscribe(ClientFrame, tag="unsubscribe", frozen=True):
     channel: Channel
 
 
-class Publish(ClientFrame, tag="publish"):
+class Publish(ClientFrame, tag="publish", frozen=True):
     """Send a message. ``cmid`` is the client's idempotency key: a retry with the same
     ``cmid`` on the same channel never creates a second message; it is acked again with
     the original offset and ``duplicate: true``."""
@@ -99,13 +99,13 @@ class Publish(ClientFrame, tag="publish"):
     thread: MessageId | None = None
 
 
-class Typing(ClientFrame, tag="typing"):
+class Typing(ClientFrame, tag="typing", frozen=True):
     """Ephemeral: tell the channel's other subscribers this user is typing."""
 
     channel: Channel
 
 
-class Ping(ClientFrame, tag="ping"):
+class Ping(ClientFrame, tag="ping", frozen=True):
     nonce: Nonce = 0
 
 
@@ -127,7 +127,7 @@ class LimitsInfo(msgspec.Struct, frozen=True):
     rate_burst: int
 
 
-class Hello(ServerFrame, tag="hello"):
+class Hello(ServerFrame, tag="hello", frozen=True):
     """First frame on every connection."""
 
     session: str
@@ -138,14 +138,14 @@ class Hello(ServerFrame, tag="hello"):
     v: int = PROTOCOL_VERSION
 
 
-class Ready(ServerFrame, tag="ready"):
+class Ready(ServerFrame, tag="ready", frozen=True):
     """Authentication succeeded."""
 
     user: str
     session: str
 
 
-class Subscribed(ServerFrame, tag="subscribed"):
+class Subscribed(ServerFrame, tag="subscribed", frozen=True):
     """Subscription is live. ``offset`` is the log head when it became live; ``replayed``
     messages were sent before this frame. ``reset`` means the ``since`` position was from
     another epoch (the log was lost): the client must drop its view of the channel.
@@ -159,7 +159,7 @@ class Subscribed(ServerFrame, tag="subscribed"):
     truncated: bool = False
 
 
-class Unsubscribed(ServerFrame, tag="unsubscribed"):
+class Unsubscribed(ServerFrame, tag="unsubscribed", frozen=True):
     """The subscription ended. ``reason`` is ``client`` (asked for), ``forbidden`` (access
     revoked: do not resubscribe) or ``restart`` (channel actor restarted: resubscribe from
     your last position)."""
@@ -168,7 +168,7 @@ class Unsubscribed(ServerFrame, tag="unsubscribed"):
     reason: str = "client"
 
 
-class MessageEvent(ServerFrame, tag="message"):
+class MessageEvent(ServerFrame, tag="message", frozen=True):
     channel: str
     offset: int
     epoch: str
@@ -180,7 +180,7 @@ class MessageEvent(ServerFrame, tag="message"):
     thread: str | None = None
 
 
-class Ack(ServerFrame, tag="ack"):
+class Ack(ServerFrame, tag="ack", frozen=True):
     """A publish was accepted and is durable at ``offset``."""
 
     cmid: str
@@ -191,16 +191,16 @@ class Ack(ServerFrame, tag="ack"):
     duplicate: bool = False
 
 
-class TypingEvent(ServerFrame, tag="typing"):
+class TypingEvent(ServerFrame, tag="typing", frozen=True):
     channel: str
     user: str
 
 
-class Pong(ServerFrame, tag="pong"):
+class Pong(ServerFrame, tag="pong", frozen=True):
     nonce: int = 0
 
 
-class Error(ServerFrame, tag="error"):
+class Error(ServerFrame, tag="error", frozen=True):
     """A refused frame. ``ref`` echoes the publish ``cmid`` (the nack) when there is one;
     ``retryable`` says whether sending the same frame again later can succeed."""
 

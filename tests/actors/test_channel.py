@@ -159,9 +159,10 @@ async def test_slow_consumer_is_shed_without_stalling_others(tmp_path: Path) -> 
             await slow.send_frame(f.Subscribe(channel="busy"))
             assert isinstance(await slow.next_frame(), f.Subscribed)
             fast_got: list[f.MessageEvent] = []
-            async with raw_client(gw.ws_url, token=token("fast")) as fast, raw_client(
-                gw.ws_url, token=token("pub")
-            ) as pub:
+            async with (
+                raw_client(gw.ws_url, token=token("fast")) as fast,
+                raw_client(gw.ws_url, token=token("pub")) as pub,
+            ):
                 await fast.subscribe("busy")
                 await pub.subscribe("busy")
                 async with trio.open_nursery() as nursery:
@@ -198,7 +199,10 @@ async def test_crashing_channel_actor_is_contained(
 
     monkeypatch.setattr(ChannelActor, "_fanout", explode)
     with trio.fail_after(20):
-        async with raw_client(url, token=token("a")) as c, raw_client(url, token=token("b")) as other:
+        async with (
+            raw_client(url, token=token("a")) as c,
+            raw_client(url, token=token("b")) as other,
+        ):
             _, sub = await c.subscribe("doomed")
             await other.subscribe("fine")
             await c.send(f.Publish(channel="doomed", cmid="1", body="boom"))

@@ -101,7 +101,9 @@ async def test_invalid_utf8_text_frame_closes_1007(gateway: object) -> None:
         s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
         assert isinstance(await s.handshake(), AcceptConnection)
         await s.next_frame()  # hello
-        await s.send_raw(b"\x81\x82abcd" + bytes(b ^ m for b, m in zip(b"\xff\xfe", b"ab", strict=True)))
+        await s.send_raw(
+            b"\x81\x82abcd" + bytes(b ^ m for b, m in zip(b"\xff\xfe", b"ab", strict=True))
+        )
         close = await s.wait_close()
         assert close.code == 1007
 

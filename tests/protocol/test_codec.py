@@ -27,7 +27,7 @@ from gateway.protocol import frames as f
         (b'{"type":"publish","channel":"c","cmid":"","body":"x"}', ErrorCode.INVALID_FIELD),
         (b'{"type":"publish","channel":"c","cmid":"1","body":""}', ErrorCode.INVALID_FIELD),
         (b'{"type":"ping","nonce":-1}', ErrorCode.INVALID_FIELD),
-        (b'[1,2,3]', ErrorCode.INVALID_FIELD),
+        (b"[1,2,3]", ErrorCode.INVALID_FIELD),
         (b'{"type":"auth","token":"\xff\xfe"}', ErrorCode.BAD_ENCODING),
         (b'{"type":"auth","token":"\xed\xa0\x80"}', ErrorCode.BAD_ENCODING),
     ],
@@ -93,8 +93,17 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
 
 
 def test_json_wire_shape_is_documented_shape() -> None:
-    data = msgspec.json.decode(JSON.encode(f.Ack(cmid="c", channel="g", offset=1, epoch="e", id="e-1")))
-    assert data == {"type": "ack", "cmid": "c", "channel": "g", "offset": 1, "epoch": "e", "id": "e-1"}
+    data = msgspec.json.decode(
+        JSON.encode(f.Ack(cmid="c", channel="g", offset=1, epoch="e", id="e-1"))
+    )
+    assert data == {
+        "type": "ack",
+        "cmid": "c",
+        "channel": "g",
+        "offset": 1,
+        "epoch": "e",
+        "id": "e-1",
+    }
 
 
 def test_negotiate() -> None:

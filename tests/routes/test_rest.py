@@ -1,0 +1,84 @@
+"""REST control plane: health, readiness, metrics, history pages, error shape."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from gateway.app import Gateway
+from gateway.protocol import frames as f
+from tests.conftest import token
+from tests.rawclient import raw_client
+
+
+async def _publish(gw: Gateway, channel: str, n: int) -> None:
+    async with raw_client(gw.ws_url, token=token("alice")) as c:
+        await c.subscribe(channel)
+        for i in range(n):
+            await c.send(f.Publish(channel=channel, cmid=f"h{i}", body=f"m{i}"))
+            await c.expect(f.Ack, skip=(f.MessageEvent,))
+
+
+async def test_health_ready_metrics(gateway: Gateway) -> None:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+            r = await http.get("/healthz")
+            assert r.status_code == 200 and r.json()["status"] == "ok"
+            r = await http.get("/readyz")
+            assert r.status_code == 200 and r.json()["status"] == "ready"
+            await _publish(gateway, "m", 2)
+            r = await http.get("/metrics")
+            assert r.status_code == 200
+            text = r.text
+            for name in (
+                "gateway_connections",
+                "gateway_frames_in_total",
+                "gateway_frames_out_total",
+                "gateway_fanout_latency_seconds_bucket",
+                "gateway_messages_published_total 2.0",
+            ):
+                assert name in text, name
+            r = await http.get("/nope")
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_history_pages(gateway: Gateway) -> None:
+    await _publish(gateway, "hist", 12)
+    auth = {"authorization": f"Bearer {token('bob')}"}
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gateway.http_url, headers=auth) as http:
+            r = await http.get("/v1/channels/hist/messages", params={"after": 0, "limit": 5})
+            body = r.json()
+            assert r.status_code == 200 and body["head"] == 12
+            assert [m["offset"] for m in body["messages"]] == [1, 2, 3, 4, 5]
+            r = await http.get("/v1/channels/hist/messages", params={"before": 12, "limit": 3})
+            assert [m["offset"] for m in r.json()["messages"]] == [9, 10, 11]
+            r = await http.get("/v1/channels/hist/messages", params={"before": 2, "limit": 50})
+            assert [m["body"] for m in r.json()["messages"]] == ["m0"]
+
+
+async def test_history_errors(gateway: Gateway) -> None:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+            r = await http.get("/v1/channels/x/messages")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "not_authenticated"
+            r = await http.get(
+                "/v1/channels/x/messages", headers={"authorization": "Bearer forged.token.x"}
+            )
+            assert r.status_code == 401 and r.json()["error"]["code"] == "auth_failed"
+            ok = {"authorization": f"Bearer {token('g', channels=['pub-*'])}"}
+            r = await http.get("/v1/channels/secret/messages", headers=ok)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+            for params in (
+                {"limit": 0},
+                {"limit": 999},
+                {"after": "x"},
+                {"after": 1, "before": 5},
+                {"before": 0},
+                {"after": -1},
+            ):
+                r = await http.get("/v1/channels/pub-a/messages", headers=ok, params=params)
+                assert r.status_code == 400, params
+                assert r.json()["error"]["code"] == "invalid_field"
+            r = await http.get("/v1/channels/bad%20name/messages", headers=ok)
+            assert r.status_code in (400, 403)
