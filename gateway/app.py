@@ -63,6 +63,7 @@ def _verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         jwks_cache_seconds=settings.jwks_cache_seconds,
+        leeway=settings.jwt_leeway,
     )
 
 

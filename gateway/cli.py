@@ -29,9 +29,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from gateway.auth import load_or_create_dev_secret, mint_dev_token
-    from gateway.config import Settings
+    from gateway.config import Settings, SettingsError
 
-    settings = Settings.from_env(data_dir=args.data_dir)
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir)
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     secret = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
     channels = [c for c in args.channels.split(",") if c] if args.channels else None
     print(

@@ -25,7 +25,6 @@ class Limits:
     max_message_bytes: int = 64 * 1024  # one decoded WebSocket message
     max_fragments: int = 64  # continuation frames per message
     max_body_bytes: int = 16 * 1024  # UTF-8 bytes of a message body
-    max_channel_len: int = 128
     max_cmid_len: int = 64
     max_subscriptions: int = 500
     rate_per_second: float = 50.0  # sustained client frames per second
@@ -48,6 +47,7 @@ class Settings:
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwks_cache_seconds: float = 300.0
+    jwt_leeway: float = 30.0  # clock skew allowed on exp/nbf; a session ends at exp + leeway
     allowed_origins: tuple[str, ...] = (
         "http://localhost",
         "http://localhost:*",
@@ -95,6 +95,10 @@ class Settings:
             raise SettingsError(
                 "GATEWAY_IDLE_TIMEOUT must be greater than GATEWAY_HEARTBEAT_INTERVAL (> 0)"
             )
+        if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
+            raise SettingsError("GATEWAY_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2)")
+        if self.jwt_leeway < 0 or self.jwt_leeway > 300:
+            raise SettingsError("GATEWAY_JWT_LEEWAY must be between 0 and 300 seconds")
         if self.hot_window < 1:
             raise SettingsError("GATEWAY_HOT_WINDOW must be at least 1")
 

@@ -79,6 +79,7 @@ class CloseCode(enum.IntEnum):
     IDLE_TIMEOUT = 4103
     ACTOR_FAILED = 4104
     SESSION_EXPIRED = 4105
+    AUTH_UNAVAILABLE = 4106
 
 
 def may_resume(code: int) -> bool:

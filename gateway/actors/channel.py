@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from gateway.bus import Bus
+from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.model import Position, Record
 from gateway.protocol import JSON, MSGPACK, build_frame
@@ -35,12 +36,15 @@ log = logging.getLogger("gateway.channel")
 _CODECS = (JSON, MSGPACK)
 TYPING_THROTTLE = 1.0  # seconds between typing events per user per channel
 REPLAY_PAGE = 500
+REPLAY_PACE_BYTES = 256 * 1024  # replay pauses while a subscriber has this much queued
+CATCH_UP_WAIT = 5.0  # how long a subscribe may wait for this node to reach its position
 
 
 class Subscriber(Protocol):
     """What a channel actor needs from a connection."""
 
     codec: Codec
+    outbox_bytes: int
 
     def send_frame(self, data: bytes) -> None:
         """Queue one complete frame; never blocks; may shed the connection."""
@@ -109,6 +113,7 @@ class ChannelActor:
         self.empty_since = time.monotonic()
         self.stopping = False
         self.cancel_scope = trio.CancelScope()
+        self._advanced: trio.Event | None = None  # set when self.offset moves
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -171,6 +176,9 @@ class ChannelActor:
                 for sub in m_subs:
                     sub.send_frame(data)
             delivered += len(j_subs) + len(m_subs)
+        if self._advanced is not None:
+            self._advanced.set()
+            self._advanced = None
         if delivered:
             self._metrics.frames_out.inc(delivered)
             self._metrics.fanout_latency.observe(max(0.0, time.time() - batch[-1].ts / 1000))
@@ -180,41 +188,44 @@ class ChannelActor:
     async def attach(self, sub: Subscriber, since: Position | None, replay_max: int) -> None:
         """Subscribe ``sub``: replay what came after ``since``, send ``subscribed``, then
         go live. Exactly once and in order: the switch to live happens with no await
-        between the last replayed frame and joining the fan-out set."""
-        reset = False
-        if since is not None and (since.epoch != self.epoch or since.offset > self.offset):
-            reset, since = True, None
-        cursor = self.offset if since is None else since.offset
-        index = sub.codec.index
-        replayed = 0
-        truncated = False
+        between the last replayed frame and joining the fan-out set. Replay is paced by
+        the subscriber's outbox, so a long catch-up never sheds the subscriber."""
         self.attaching += 1
         try:
+            since, reset = await self._check_position(since)
+            cursor = self.offset if since is None else since.offset
+            index = sub.codec.index
+            replayed = 0
+            truncated = False
             while True:
-                oldest = self._window[0].record.offset if self._window else self.offset + 1
+                window = self._window
+                oldest = window[0].record.offset if window else self.offset + 1
                 if cursor + 1 >= oldest:
-                    start = cursor + 1 - oldest
-                    for i in range(start, len(self._window)):
-                        sub.send_frame(self._window[i].frame(index))
+                    # From the hot window, synchronously, until the outbox needs a pause.
+                    i, n = cursor + 1 - oldest, len(window)
+                    while i < n and sub.outbox_bytes < REPLAY_PACE_BYTES:
+                        sub.send_frame(window[i].frame(index))
+                        cursor = window[i].record.offset
                         replayed += 1
-                    break
-                if replayed >= replay_max:
+                        i += 1
+                    if i >= n:
+                        break  # caught up: join live below, with no await in between
+                elif replayed >= replay_max:
                     truncated = True
                     break
-                page = await self._bus.read(self.name, cursor, min(REPLAY_PAGE, replay_max))
-                if self.stopping:
-                    raise trio.BrokenResourceError(f"channel {self.name} is restarting")
-                if not page:
-                    break
-                for rec in page:
-                    if rec.offset > self.offset:
+                else:
+                    page = await self._bus.read(self.name, cursor, min(REPLAY_PAGE, replay_max))
+                    self._check_running()
+                    for rec in page:
+                        if rec.offset > self.offset:
+                            break  # not fanned out here yet: the window will have it
+                        sub.send_frame(_Entry(rec).frame(index))
+                        cursor = rec.offset
+                        replayed += 1
+                    if not page:
                         break
-                    sub.send_frame(_Entry(rec).frame(index))
-                    cursor = rec.offset
-                    replayed += 1
-                await sub.wait_outbox_below(256 * 1024)
-                if self.stopping:
-                    raise trio.BrokenResourceError(f"channel {self.name} is restarting")
+                await sub.wait_outbox_below(REPLAY_PACE_BYTES // 4)
+                self._check_running()
             frame = f.Subscribed(
                 channel=self.name,
                 epoch=self.epoch,
@@ -227,6 +238,33 @@ class ChannelActor:
             self._subs[index][sub] = None
         finally:
             self.attaching -= 1
+
+    async def _check_position(self, since: Position | None) -> tuple[Position | None, bool]:
+        """Validate a resume position: another epoch, or an offset the log never had, is
+        a reset; an offset this node has not fanned out yet (an ack can overtake the
+        tail) is waited for, briefly."""
+        if since is None:
+            return None, False
+        if since.epoch != self.epoch:
+            return None, True
+        if since.offset <= self.offset:
+            return since, False
+        head = await self._bus.head(self.name)
+        if head.epoch != self.epoch or since.offset > head.offset:
+            return None, True
+        with trio.move_on_after(CATCH_UP_WAIT):
+            while self.offset < since.offset:
+                if self._advanced is None:
+                    self._advanced = trio.Event()
+                await self._advanced.wait()
+        self._check_running()
+        if self.offset < since.offset:
+            raise StoreUnavailable(f"channel {self.name} is behind its log; retry")
+        return since, False
+
+    def _check_running(self) -> None:
+        if self.stopping:
+            raise trio.BrokenResourceError(f"channel {self.name} is restarting")
 
     def detach(self, sub: Subscriber) -> None:
         self._subs[sub.codec.index].pop(sub, None)

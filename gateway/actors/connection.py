@@ -347,7 +347,7 @@ class Connection:
                 data: bytes | str = (
                     bytes(event.data) if isinstance(event.data, bytearray) else event.data
                 )
-                self._size += len(data)
+                self._size += len(data) if isinstance(data, bytes) else len(data.encode())
                 if event.frame_finished:
                     self._frags += 1
                 lim = self.node.settings.limits
@@ -387,16 +387,14 @@ class Connection:
     async def _on_message(self, data: bytes | str) -> None:
         node = self.node
         node.metrics.frames_in.inc()
-        action = self.session.admit(trio.current_time())
-        if action is not None:
-            await self._do(action)
-            return
+        now = trio.current_time()
+        session = self.session
         try:
             frame = self.codec.decode_client(data)
         except ProtocolViolation as exc:
-            action = self.session.decode_failed(exc)
+            action = session.admit(now) or session.decode_failed(exc)
         else:
-            action = self.session.receive(frame)
+            action = session.admit(now, frame) or session.receive(frame)
         if action is not None:
             await self._do(action)
 
@@ -435,6 +433,10 @@ class Connection:
             identity = await self.node.verifier.verify(action.token)
         except GatewayError as exc:
             self.node.metrics.auth_failures.inc()
+            if exc.retryable:  # e.g. the JWKS endpoint is down: not the client's fault
+                self.session.phase = s.Phase.CLOSED
+                self.close(CloseCode.AUTH_UNAVAILABLE, "cannot verify tokens now; retry")
+                return
             await self._do(self.session.auth_failed(exc.message))
             return
         self.identity = identity

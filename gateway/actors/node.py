@@ -157,7 +157,7 @@ class Node:
                 elif (
                     conn.identity is not None
                     and conn.identity.expires_at is not None
-                    and wall > conn.identity.expires_at
+                    and wall > conn.identity.expires_at + st.jwt_leeway
                 ):
                     conn.close(CloseCode.SESSION_EXPIRED, "token expired: resume with a new one")
                 elif now - conn.last_ping >= st.heartbeat_interval:

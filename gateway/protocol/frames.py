@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$(?!\n)"
 
 Channel = Annotated[str, Meta(pattern=CHANNEL_PATTERN, max_length=128)]
 ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -127,7 +127,7 @@ class LimitsInfo(msgspec.Struct, frozen=True):
     rate_burst: int
 
 
-class Hello(ServerFrame, tag="hello", frozen=True):
+class Hello(ServerFrame, tag="hello", frozen=True, omit_defaults=False):
     """First frame on every connection."""
 
     session: str

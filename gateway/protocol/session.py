@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 
+ERROR_WINDOW = 60.0  # seconds over which the error budget (Limits.error_strikes) counts
+
+
 class Phase(enum.Enum):
     AWAIT_AUTH = "await_auth"
     AUTHENTICATING = "authenticating"
@@ -120,6 +123,7 @@ class Session:
     __slots__ = (
         "bucket",
         "errors",
+        "errors_since",
         "id",
         "limits",
         "phase",
@@ -135,22 +139,36 @@ class Session:
         self.user: str | None = None
         self.subscriptions: set[str] = set()
         self.errors = 0
+        self.errors_since = now
         self.rate_strikes = 0
         self.bucket = TokenBucket(limits.rate_per_second, limits.rate_burst, now)
 
     # ---------------------------------------------------------------- inputs
 
-    def admit(self, now: float) -> Action:
-        """Call once per received data message, before decoding it (rate limit)."""
+    def admit(self, now: float, frame: f.ClientFrame | None = None) -> Action:
+        """Call once per received data message (rate limit). ``frame`` is the decoded
+        frame, if it decoded: a refused publish is answered with its ``cmid`` as ``ref``.
+
+        Rate strikes count consecutive refusals (any admitted frame resets them); the
+        error budget counts errors per ERROR_WINDOW seconds."""
+        if now - self.errors_since > ERROR_WINDOW:
+            self.errors = 0
+            self.errors_since = now
         if self.bucket.take(now):
+            self.rate_strikes = 0
             return None
         self.rate_strikes += 1
         if self.rate_strikes > self.limits.rate_strikes:
             self.phase = Phase.CLOSED
             return Close(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+        ref = channel = None
+        if isinstance(frame, f.Publish):
+            ref, channel = frame.cmid, frame.channel
         return error(
             ErrorCode.RATE_LIMITED,
             f"more than {self.limits.rate_per_second:g} frames/s; frame dropped",
+            ref=ref,
+            channel=channel,
             retryable=True,
         )
 

@@ -35,7 +35,7 @@ def _ok(payload: Any, status: int = 200) -> Response:
 
 
 def create_rest_app(node: Node) -> QuartTrio:
-    app = QuartTrio("gateway")
+    app = QuartTrio("gateway", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
 
     @app.get("/healthz")
@@ -64,7 +64,7 @@ def create_rest_app(node: Node) -> QuartTrio:
         try:
             identity = await node.verifier.verify(header[7:].strip())
         except GatewayError as exc:
-            return _error(401, exc.code, exc.message)
+            return _error(503 if exc.retryable else 401, exc.code, exc.message)
         if not _channel_re.match(channel):
             return _error(400, ErrorCode.INVALID_FIELD, "invalid channel name")
         if not identity.can_access(channel):
@@ -84,6 +84,8 @@ def create_rest_app(node: Node) -> QuartTrio:
             return _error(400, ErrorCode.INVALID_FIELD, "after >= 0, before >= 1")
         try:
             head = await node.bus.head(channel)
+            if before is None and after is None:
+                before = head.offset + 1  # default: the newest page
             if before is not None:
                 start = max(0, before - 1 - limit)
                 records = [

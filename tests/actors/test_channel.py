@@ -244,3 +244,21 @@ async def test_idle_channel_actor_stops(tmp_path: Path) -> None:
                 assert gw.node.registry.get("brief") is not None
             while gw.node.registry.get("brief") is not None:
                 await trio.sleep(0.05)
+
+
+async def test_long_resume_from_the_hot_window_is_paced_not_shed(tmp_path: Path) -> None:
+    limits = Limits(outbox_max_bytes=512 * 1024, rate_per_second=10_000, rate_burst=10_000)
+    settings = make_settings(tmp_path, limits=limits)
+    n, body = 400, "q" * 16_000
+    with trio.fail_after(60):
+        async with open_gateway(settings) as gw:
+            async with raw_client(gw.ws_url, token=token("pub")) as pub:
+                _, sub = await pub.subscribe("big")
+                for i in range(n):
+                    await pub.send(f.Publish(channel="big", cmid=str(i), body=body))
+                    await pub.expect(f.Ack, skip=(f.MessageEvent,))
+            async with raw_client(gw.ws_url, token=token("late")) as late:
+                replay, done = await late.subscribe("big", since=Position(sub.epoch, 0))
+                assert [m.offset for m in replay] == list(range(1, n + 1))
+                assert done.replayed == n and not done.truncated
+            assert 'reason="slow_consumer"' not in gw.node.metrics.render().decode()

@@ -256,7 +256,7 @@ async def test_stray_byte_after_upgrade_does_not_kill_the_node(gateway: object) 
 
 async def test_token_expiry_closes_4105(tmp_path: Path) -> None:
     with trio.fail_after(10):
-        async with open_gateway(make_settings(tmp_path)) as gw:
+        async with open_gateway(make_settings(tmp_path, jwt_leeway=0.0)) as gw:
             async with raw_client(gw.ws_url, token=token("a", ttl=1.0)) as c:
                 code, _ = await c.closed()
                 assert code == CloseCode.SESSION_EXPIRED
@@ -272,4 +272,40 @@ async def test_hello_announces_limits(gateway: object) -> None:
         assert hello.v == 1 and hello.session
 
 
-__all__ = ["CloseConnection", "Message", "dataclasses", "msgspec"]
+async def test_hello_always_carries_the_protocol_version(gateway: object) -> None:
+    with trio.fail_after(10):
+        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        await s.handshake()
+        ev = await s.next_event()
+        assert isinstance(ev, TextMessage)
+        assert msgspec.json.decode(ev.data)["v"] == 1
+
+
+async def test_rate_limited_publish_is_nacked_with_its_cmid(tmp_path: Path) -> None:
+    limits = Limits(rate_per_second=0.001, rate_burst=3, rate_strikes=50)
+    with trio.fail_after(10):
+        async with open_gateway(make_settings(tmp_path, limits=limits)) as gw:
+            async with raw_client(gw.ws_url, token=token("a")) as c:
+                await c.subscribe("r")  # auth + subscribe use 2 of the 3 tokens
+                await c.send(f.Publish(channel="r", cmid="ok", body="x"))
+                await c.send(f.Publish(channel="r", cmid="too-fast", body="y"))
+                err = await c.expect(f.Error, skip=(f.Ack, f.MessageEvent))
+                assert (err.code, err.ref, err.channel, err.retryable) == (
+                    "rate_limited",
+                    "too-fast",
+                    "r",
+                    True,
+                )
+
+
+async def test_jwks_outage_closes_with_a_resumable_code(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rs_token = jwt.encode({"sub": "a", "exp": 2**40}, key, algorithm="RS256", headers={"kid": "k1"})
+    settings = make_settings(tmp_path, jwt_secret="", jwks_url="http://127.0.0.1:9/jwks.json")
+    with trio.fail_after(20):
+        async with open_gateway(settings) as gw, raw_client(gw.ws_url) as c:
+            await c.send(f.Auth(token=rs_token))
+            code, _ = await c.closed()
+            assert code == CloseCode.AUTH_UNAVAILABLE

@@ -23,6 +23,7 @@ from gateway.protocol import frames as f
         (b'{"type":"auth","token":""}', ErrorCode.INVALID_FIELD),
         (b'{"type":"auth","token":7}', ErrorCode.INVALID_FIELD),
         (b'{"type":"subscribe","channel":"has space"}', ErrorCode.INVALID_FIELD),
+        (b'{"type":"subscribe","channel":"trailing\\n"}', ErrorCode.INVALID_FIELD),
         (b'{"type":"subscribe","channel":"' + b"a" * 129 + b'"}', ErrorCode.INVALID_FIELD),
         (b'{"type":"publish","channel":"c","cmid":"","body":"x"}', ErrorCode.INVALID_FIELD),
         (b'{"type":"publish","channel":"c","cmid":"1","body":""}', ErrorCode.INVALID_FIELD),

@@ -110,3 +110,21 @@ def test_error_budget_closes_with_4004() -> None:
     assert code_of(sess.decode_failed(exc)) == "bad_frame"
     assert code_of(sess.decode_failed(exc)) == "bad_frame"
     assert sess.decode_failed(exc) == s.Close(CloseCode.TOO_MANY_ERRORS, "too many invalid frames")
+
+
+def test_rate_strikes_reset_when_a_frame_is_admitted() -> None:
+    sess = make(rate_per_second=1.0, rate_burst=1, rate_strikes=2)
+    assert sess.admit(0.0) is None
+    for t in range(5):
+        assert code_of(sess.admit(t + 0.5)) == "rate_limited"
+        assert sess.admit(t + 1.0) is None  # a token came back: strikes start over
+
+
+def test_error_budget_is_per_window() -> None:
+    sess = make(error_strikes=2)
+    exc = ProtocolViolation("bad", code=ErrorCode.BAD_FRAME)
+    sess.admit(0.0)
+    sess.decode_failed(exc)
+    sess.decode_failed(exc)
+    sess.admit(s.ERROR_WINDOW + 1)
+    assert code_of(sess.decode_failed(exc)) == "bad_frame"
