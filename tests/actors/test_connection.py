@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import jwt
 import msgspec
 import pytest
 import trio
-from wsproto.events import AcceptConnection, CloseConnection, Message, RejectConnection, TextMessage
+from wsproto.events import AcceptConnection, RejectConnection, TextMessage
 
 from gateway.app import open_gateway
 from gateway.config import Limits
@@ -309,3 +308,18 @@ async def test_jwks_outage_closes_with_a_resumable_code(tmp_path: Path) -> None:
             await c.send(f.Auth(token=rs_token))
             code, _ = await c.closed()
             assert code == CloseCode.AUTH_UNAVAILABLE
+
+
+async def test_permessage_deflate_is_never_negotiated(gateway: object) -> None:
+    """A compressed-frame bomb cannot happen: compression is refused at the handshake,
+    and a frame with the RSV1 (compressed) bit set is a protocol error."""
+    with trio.fail_after(10):
+        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        ext = (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")
+        ev = await s.handshake(extra=[ext])
+        assert isinstance(ev, AcceptConnection) and ev.extensions == []
+        await s.next_frame()
+        # A masked text frame with RSV1 set (as a compressed frame would have).
+        await s.send_raw(b"\xc1\x81" + b"\x00\x00\x00\x00" + b"x")
+        close = await s.wait_close()
+        assert close.code == 1002
