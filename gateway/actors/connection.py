@@ -105,16 +105,29 @@ class Connection:
     # ================================================================ writer
 
     def send_frame(self, data: bytes) -> None:
-        """Queue one complete data frame without blocking (the fan-out hot path)."""
-        if self.closing:
+        """Queue one complete data frame without blocking (the fan-out hot path).
+
+        Inlined fast path: nothing queued, so write straight to the socket."""
+        if self.outbox or self.closing or self.dead:
+            self._send_slow(data)
             return
-        if self.outbox:
-            self.outbox.append(data)
-            self.outbox_bytes += len(data)
-            if self.outbox_bytes > self.node.settings.limits.outbox_max_bytes:
-                self._shed()
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._broken()
             return
-        self._write(data)
+        if n != len(data):
+            self._queue_rest(data, n)
+
+    def _send_slow(self, data: bytes) -> None:
+        if self.closing or self.dead:
+            return
+        self.outbox.append(data)
+        self.outbox_bytes += len(data)
+        if self.outbox_bytes > self.node.settings.limits.outbox_max_bytes:
+            self._shed()
 
     def send_ephemeral(self, data: bytes) -> None:
         """Typing and other droppable events: skipped when anything is queued."""
@@ -141,12 +154,15 @@ class Connection:
             self._broken()
             return
         if n < len(data):
-            rest = data[n:]
-            self.outbox.append(rest)
-            self.outbox_bytes += len(rest)
-            if not self._draining:
-                self._draining = True
-                self.node.spawn(self._drain)
+            self._queue_rest(data, n)
+
+    def _queue_rest(self, data: bytes, n: int) -> None:
+        rest = data[n:]
+        self.outbox.append(rest)
+        self.outbox_bytes += len(rest)
+        if not self._draining:
+            self._draining = True
+            self.node.spawn(self._drain)
 
     async def _drain(self) -> None:
         try:
