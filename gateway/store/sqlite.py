@@ -1,0 +1,328 @@
+"""SQLite message store: the embedded default, one file, no services.
+
+One ``sqlite3`` connection is shared by every call, and only one worker thread touches it
+at a time: operations run through :func:`trio.to_thread.run_sync` while the calling task
+holds a ``trio.CapacityLimiter(1)``. Operations that queue up while one runs are executed
+together by the next worker call (each still its own transaction), which saves a thread
+switch per call under concurrency (measured: ~2x more cmid lookups per second). The
+database runs in WAL mode with ``synchronous=FULL``, so a ``write`` that returned is on
+disk (an acknowledged message survives a power cut).
+
+Every ``sqlite3`` exception is translated into :class:`gateway.errors.StoreUnavailable`
+here, at this one boundary.
+
+Several handles on one file are safe (``write`` refuses a record that differs from the
+stored one), but only one bus should assign offsets for a channel.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import sqlite3
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar, cast
+
+import trio
+
+from gateway.errors import StoreUnavailable
+from gateway.model import Position, Record
+from gateway.store.base import StoreStatistics
+
+__all__ = ["SqliteStore", "open_sqlite_store"]
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    channel    TEXT PRIMARY KEY,
+    epoch      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    channel  TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    epoch    TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    sender   TEXT NOT NULL,
+    cmid     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    ts       INTEGER NOT NULL,
+    thread   TEXT,
+    PRIMARY KEY (channel, "offset")
+);  -- a rowid table: appends land on few pages (measured faster than WITHOUT ROWID)
+CREATE UNIQUE INDEX IF NOT EXISTS messages_cmid ON messages (channel, sender, cmid);
+"""
+
+_COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread'
+_INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT = f"SELECT {_COLUMNS} FROM messages"
+
+
+def _row(record: Record) -> tuple[str, int, str, str, str, str, str, int, str | None]:
+    r = record
+    return (r.channel, r.offset, r.epoch, r.id, r.sender, r.cmid, r.body, r.ts, r.thread)
+
+
+def _record(row: tuple[str, int, str, str, str, str, str, int, str | None]) -> Record:
+    return Record(*row)
+
+
+_MAX_OPS_PER_CALL = 256
+
+
+class _State(enum.Enum):
+    QUEUED = enum.auto()
+    TAKEN = enum.auto()
+    DONE = enum.auto()
+    WITHDRAWN = enum.auto()
+
+
+class _Op(Generic[_T]):
+    """One store operation waiting for, or run by, the worker thread."""
+
+    __slots__ = ("error", "fn", "result", "state")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], _T]) -> None:
+        self.fn = fn
+        self.state = _State.QUEUED
+        self.result: _T | None = None
+        self.error: Exception | None = None
+
+
+class _Conflict(Exception):
+    """A write would change a stored record or mix epochs; the transaction is rolled back."""
+
+
+class SqliteStore:
+    """A :class:`gateway.store.base.MessageStore` on one SQLite file.
+
+    ``path`` is a file path (its parent directory is created) or ``":memory:"``. The
+    connection opens on first use; :func:`open_sqlite_store` opens it eagerly so a bad
+    path fails at startup. Beyond the protocol's guarantees, ``write`` refuses (with
+    :class:`StoreUnavailable`, storing nothing of the call) a record that differs from
+    the one stored at its ``(channel, offset)``, whose ``(channel, sender, cmid)`` is
+    stored at another offset, or whose epoch is not its log's epoch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._limiter = trio.CapacityLimiter(1)  # held by the task whose thread runs ops
+        self._ops: deque[_Op[Any]] = deque()
+        self._epochs: dict[str, str] = {}  # committed epochs, touched in the worker only
+        self._stats = StoreStatistics()
+
+    # -- the one thread boundary -------------------------------------------------------
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` on the connection in a worker thread, translating its errors.
+
+        Operations queued while another runs are executed together in the next worker
+        call, one after the other (each a transaction of its own): one thread switch for
+        many concurrent callers instead of one each.
+        """
+        op = _Op(fn)
+        self._ops.append(op)
+        try:
+            async with self._limiter:
+                if op.state is _State.QUEUED:
+                    batch: list[_Op[Any]] = []
+                    while self._ops and len(batch) < _MAX_OPS_PER_CALL:
+                        queued = self._ops.popleft()
+                        if queued.state is _State.QUEUED:
+                            queued.state = _State.TAKEN
+                            batch.append(queued)
+                    await trio.to_thread.run_sync(self._execute, batch)
+        except BaseException:
+            if op.state is _State.QUEUED:
+                op.state = _State.WITHDRAWN  # cancelled before it ran: it never will
+            raise
+        exc = op.error
+        if exc is None:
+            return cast(_T, op.result)
+        if isinstance(exc, _Conflict):
+            raise StoreUnavailable(f"sqlite store {self.path!r}: {what} refused: {exc}") from exc
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise StoreUnavailable(f"sqlite store {self.path!r}: {what} failed: {exc}") from exc
+        raise exc
+
+    def _execute(self, batch: list[_Op[Any]]) -> None:
+        """In the worker thread, with the limiter held: run each op, keep its outcome."""
+        for op in batch:
+            try:
+                if self._closed:
+                    raise StoreUnavailable(f"sqlite store {self.path!r} is closed")
+                if self._conn is None:
+                    self._conn = self._connect()
+                op.result = op.fn(self._conn)
+            except Exception as exc:
+                op.error = exc
+            op.state = _State.DONE
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=5.0
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- MessageStore ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the connection and create the schema now (idempotent)."""
+        await self._run("open", lambda conn: None)
+
+    async def open_log(self, channel: str) -> Position:
+        """Epoch and highest stored offset (0 if none); creates the epoch if needed."""
+
+        def op(conn: sqlite3.Connection) -> Position:
+            conn.execute(
+                "INSERT OR IGNORE INTO logs (channel, epoch, created_ms) VALUES (?, ?, ?)",
+                (channel, secrets.token_hex(8), time.time_ns() // 1_000_000),
+            )
+            (epoch,) = conn.execute(
+                "SELECT epoch FROM logs WHERE channel = ?", (channel,)
+            ).fetchone()
+            (head,) = conn.execute(
+                'SELECT COALESCE(MAX("offset"), 0) FROM messages WHERE channel = ?', (channel,)
+            ).fetchone()
+            self._epochs[channel] = epoch
+            return Position(epoch=str(epoch), offset=int(head))
+
+        return await self._run("open_log", op)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Store ``records`` in one transaction: all of them or, on error, none."""
+        if not records:
+            return
+        rows = [_row(r) for r in records]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                new_logs = self._check_epochs(conn, records)
+                before = conn.total_changes
+                conn.executemany(_INSERT, rows)
+                if conn.total_changes - before != len(rows):
+                    _check_ignored(conn, records)  # some were already there: same ones?
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._epochs.update(new_logs)
+
+        await self._run("write", op)
+        self._stats.writes += len(records)
+        self._stats.batches += 1
+
+    async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
+        """Records with ``offset > after``, ascending, at most ``limit``."""
+        if limit <= 0:
+            return []
+        sql = f'{_SELECT} WHERE channel = ? AND "offset" > ? ORDER BY "offset" LIMIT ?'
+        rows = await self._run("read", lambda c: c.execute(sql, (channel, after, limit)).fetchall())
+        self._stats.reads += 1
+        return [_record(row) for row in rows]
+
+    async def read_before(self, channel: str, before: int, limit: int) -> Sequence[Record]:
+        """The ``limit`` records just below ``before`` (newest page), ascending."""
+        if limit <= 0:
+            return []
+        sql = f'{_SELECT} WHERE channel = ? AND "offset" < ? ORDER BY "offset" DESC LIMIT ?'
+        rows = await self._run(
+            "read_before", lambda c: c.execute(sql, (channel, before, limit)).fetchall()
+        )
+        self._stats.reads += 1
+        return [_record(row) for row in reversed(rows)]
+
+    async def find_cmid(self, channel: str, sender: str, cmid: str) -> Record | None:
+        """The record ``sender`` sent with client message id ``cmid``, if stored."""
+        sql = f"{_SELECT} WHERE channel = ? AND sender = ? AND cmid = ?"
+        row = await self._run(
+            "find_cmid", lambda c: c.execute(sql, (channel, sender, cmid)).fetchone()
+        )
+        self._stats.reads += 1
+        return None if row is None else _record(row)
+
+    def _check_epochs(self, conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, str]:
+        """Refuse records not of their log's epoch; returns the logs this call creates."""
+        epochs: dict[str, str] = {}
+        for r in records:
+            if epochs.setdefault(r.channel, r.epoch) != r.epoch:
+                raise _Conflict(f"records of channel {r.channel!r} carry two epochs")
+        new: dict[str, str] = {}
+        for channel, epoch in epochs.items():
+            stored = self._epochs.get(channel)
+            if stored is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO logs (channel, epoch, created_ms) VALUES (?, ?, ?)",
+                    (channel, epoch, time.time_ns() // 1_000_000),
+                )
+                sql = "SELECT epoch FROM logs WHERE channel = ?"
+                stored = new[channel] = conn.execute(sql, (channel,)).fetchone()[0]
+            if stored != epoch:
+                raise _Conflict(f"channel {channel!r} is in epoch {stored}, not {epoch}")
+        return new
+
+    def statistics(self) -> StoreStatistics:
+        """A snapshot: records written, write calls (transactions), read calls."""
+        s = self._stats
+        return StoreStatistics(writes=s.writes, batches=s.batches, reads=s.reads)
+
+    async def aclose(self) -> None:
+        """Close the connection (waits for the running operation); later calls fail."""
+        if self._closed:
+            return
+
+        def close() -> None:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(close, limiter=self._limiter)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path!r}: close failed: {exc}") from exc
+
+
+def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
+    sql = f'{_SELECT} WHERE channel = ? AND "offset" = ?'
+    for r in records:
+        row = conn.execute(sql, (r.channel, r.offset)).fetchone()
+        if row is None:
+            raise _Conflict(
+                f"channel {r.channel!r}: sender {r.sender!r} cmid {r.cmid!r} is stored at "
+                f"another offset than {r.offset}"
+            )
+        if _record(row) != r:
+            raise _Conflict(f"channel {r.channel!r} offset {r.offset} holds another record")
+
+
+@asynccontextmanager
+async def open_sqlite_store(path: str) -> AsyncIterator[SqliteStore]:
+    """Open (creating the parent directory and the schema) and close a :class:`SqliteStore`."""
+    store = SqliteStore(path)
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.aclose()
