@@ -74,6 +74,7 @@ class _Channel:
         self.inflight: dict[_Key, _Pending] = {}
         self.stale = False  # a write failed: reload the head before the next offset
         self.lot = trio.lowlevel.ParkingLot()  # tails wait here for commits
+        self.tails = 0  # open tails: a channel with tails or in-flight appends is never evicted
 
     def remember(self, record: Record) -> None:
         self.cmids[(record.sender, record.cmid)] = record
@@ -110,14 +111,24 @@ class MemoryBus:
     running, e.g. under :func:`open_memory_bus`. The bus does not close ``store``.
     """
 
-    def __init__(self, store: MessageStore, *, hot_window: int = 1000, max_batch: int = 512):
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        hot_window: int = 1000,
+        max_batch: int = 512,
+        max_idle_channels: int = 1000,
+    ):
         if hot_window < 1 or max_batch < 1:
             raise ValueError("hot_window and max_batch must be at least 1")
         self._store = store
         self._window = hot_window
         self._max_batch = max_batch
         self._max_pending = 8 * max_batch  # appends queued or being written, at most
-        self._channels: dict[str, _Channel] = {}
+        # Least recently used first. Idle channels (no tail, nothing in flight) beyond
+        # max_idle_channels are forgotten; their state reloads from the store on next use.
+        self._channels: OrderedDict[str, _Channel] = OrderedDict()
+        self._max_idle = max_idle_channels
         self._loading: dict[str, trio.Event] = {}
         self._queue: deque[_Pending] = deque()
         self._writing: list[_Pending] = []
@@ -217,13 +228,17 @@ class MemoryBus:
         Iteration stops when the bus closes; it raises :class:`StoreUnavailable` if the
         log's epoch changes (the log was lost) or a catch-up read from the store fails.
         """
-        tail = _Tail(self, await self._channel(channel), after)
+        ch = await self._channel(channel)
+        tail = _Tail(self, ch, after)
+        ch.tails += 1
         self._stats.tails_open += 1
         try:
             yield tail
         finally:
             tail.closed = True
+            ch.tails -= 1
             self._stats.tails_open -= 1
+            self._evict_idle()
 
     def statistics(self) -> BusStatistics:
         """A snapshot of the counters."""
@@ -326,6 +341,7 @@ class MemoryBus:
             self._check_open()
             ch = self._channels.get(name)
             if ch is not None and not ch.stale:
+                self._channels.move_to_end(name)
                 return ch
             loading = self._loading.get(name)
             if loading is not None:
@@ -339,8 +355,23 @@ class MemoryBus:
                 loading.set()
             if ch is None:
                 self._channels[name] = _Channel(name, pos, self._window)
+                self._evict_idle()
             elif not self._closed:
                 ch.reload(pos)
+
+    def _evict_idle(self) -> None:
+        """Forget the least recently used idle channels beyond ``max_idle_channels``."""
+        excess = len(self._channels) - self._max_idle
+        if excess <= 0:
+            return
+        for name in list(self._channels):
+            if excess <= 0:
+                break
+            ch = self._channels[name]
+            if ch.tails or ch.inflight or name in self._loading:
+                continue
+            del self._channels[name]
+            excess -= 1
 
     async def _read(self, ch: _Channel, after: int, limit: int) -> Sequence[Record]:
         if limit <= 0:
@@ -382,13 +413,19 @@ class _Tail:
 
 @asynccontextmanager
 async def open_memory_bus(
-    store: MessageStore, *, hot_window: int = 1000, max_batch: int = 512
+    store: MessageStore,
+    *,
+    hot_window: int = 1000,
+    max_batch: int = 512,
+    max_idle_channels: int = 1000,
 ) -> AsyncIterator[MemoryBus]:
     """Run a :class:`MemoryBus` (its writer in a nursery owned here); close it on exit.
 
     A normal exit commits what is queued first; an exit by exception does not wait.
     """
-    bus = MemoryBus(store, hot_window=hot_window, max_batch=max_batch)
+    bus = MemoryBus(
+        store, hot_window=hot_window, max_batch=max_batch, max_idle_channels=max_idle_channels
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
         try:

@@ -368,3 +368,20 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
                 assert pos.offset >= offset  # everything acknowledged is there
                 records = await store.read(channel, 0, pos.offset)
                 assert [r.offset for r in records] == list(range(1, pos.offset + 1))
+
+
+async def test_idle_channels_are_forgotten_and_reload_correctly(tmp_path: Path) -> None:
+    faults = Faults()
+    async with open_bus(tmp_path, faults, max_idle_channels=3) as (bus, _):
+        async with bus.open_tail("kept", 0) as tail:
+            for i in range(10):
+                await bus.append(f"c{i}", sender="u", cmid="x", body=str(i))
+            await bus.append("kept", sender="u", cmid="k", body="k")
+            # at most 3 idle channels are remembered, plus the one with an open tail
+            assert bus.statistics().channels <= 4
+            assert [r.body for r in await tail.__anext__()] == ["k"]
+        # an evicted channel reloads its head and still deduplicates from the store
+        again = await bus.append("c0", sender="u", cmid="x", body="again")
+        assert again.duplicate and again.record.offset == 1
+        fresh = await bus.append("c0", sender="u", cmid="y", body="next")
+        assert fresh.record.offset == 2 and not fresh.duplicate
