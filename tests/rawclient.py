@@ -52,7 +52,9 @@ class Raw:
         ready: f.Ready = await self.expect(f.Ready)
         return ready
 
-    async def subscribe(self, channel: str, since: Any = None) -> tuple[list[f.MessageEvent], f.Subscribed]:
+    async def subscribe(
+        self, channel: str, since: Any = None
+    ) -> tuple[list[f.MessageEvent], f.Subscribed]:
         await self.send(f.Subscribe(channel=channel, since=since))
         replay: list[f.MessageEvent] = []
         while True:
