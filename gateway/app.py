@@ -74,7 +74,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     verifier = _verifier(settings)
     db = os.path.join(settings.data_dir, "messages.sqlite3")
     async with (
-        open_sqlite_store(db) as store,
+        open_sqlite_store(
+            db,
+            durability=settings.sqlite_durability,
+            fsync_interval=settings.sqlite_fsync_interval,
+        ) as store,
         open_memory_bus(store, hot_window=settings.hot_window) as bus,
         trio.open_nursery() as nursery,
     ):

@@ -41,6 +41,10 @@ class Settings:
     ws_port: int = 8000
     http_port: int = 8001
     data_dir: str = "./data"
+    # "interval": an ack survives a crash of the process; fsync within sqlite_fsync_interval
+    # (Redis appendfsync-everysec contract). "full": fsync before every ack (slower).
+    sqlite_durability: str = "interval"
+    sqlite_fsync_interval: float = 1.0
     # auth
     jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
     jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
@@ -99,6 +103,10 @@ class Settings:
             raise SettingsError("GATEWAY_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2)")
         if self.jwt_leeway < 0 or self.jwt_leeway > 300:
             raise SettingsError("GATEWAY_JWT_LEEWAY must be between 0 and 300 seconds")
+        if self.sqlite_durability not in ("interval", "full"):
+            raise SettingsError("GATEWAY_SQLITE_DURABILITY must be 'interval' or 'full'")
+        if not 0 < self.sqlite_fsync_interval <= 60:
+            raise SettingsError("GATEWAY_SQLITE_FSYNC_INTERVAL must be in (0, 60] seconds")
         if self.hot_window < 1:
             raise SettingsError("GATEWAY_HOT_WINDOW must be at least 1")
 

@@ -1,12 +1,20 @@
 """SQLite message store: the embedded default, one file, no services.
 
-One ``sqlite3`` connection is shared by every call, and only one worker thread touches it
-at a time: operations run through :func:`trio.to_thread.run_sync` while the calling task
-holds a ``trio.CapacityLimiter(1)``. Operations that queue up while one runs are executed
-together by the next worker call (each still its own transaction), which saves a thread
-switch per call under concurrency (measured: ~2x more cmid lookups per second). The
-database runs in WAL mode with ``synchronous=FULL``, so a ``write`` that returned is on
-disk (an acknowledged message survives a power cut).
+One ``sqlite3`` connection is shared by every call, and only one task touches it at a
+time (a ``trio.CapacityLimiter(1)``). Operations that queue up while one runs are executed
+together (each still its own transaction). Two durability modes:
+
+``"full"``
+    WAL with ``synchronous=FULL``, operations in a worker thread: a ``write`` that returned
+    has been fsynced (an acknowledged message survives a power cut). Each call pays a
+    trio-to-thread hop, measured at ~175-200 us of CPU on one pinned core, more than the
+    commit itself.
+``"interval"``
+    WAL with ``synchronous=NORMAL``, operations run inline on the event loop (a commit is
+    ~80 us of CPU, no fsync): a ``write`` that returned is in the WAL file, so it survives
+    a crash or ``kill -9`` of the process; a background checkpoint from a second
+    connection fsyncs it within ``fsync_interval`` seconds, bounding what a power cut can
+    take. This is Redis' ``appendfsync everysec`` contract.
 
 Every ``sqlite3`` exception is translated into :class:`gateway.errors.StoreUnavailable`
 here, at this one boundary.
@@ -109,8 +117,14 @@ class SqliteStore:
     stored at another offset, or whose epoch is not its log's epoch.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, durability: str = "full", fsync_interval: float = 1.0) -> None:
+        if durability not in ("full", "interval"):
+            raise ValueError("durability must be 'full' or 'interval'")
         self.path = path
+        self.durability = durability
+        self.fsync_interval = fsync_interval
+        self._inline = durability == "interval"
+        self._unsynced = 0  # commits since the last checkpoint (interval mode)
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._limiter = trio.CapacityLimiter(1)  # held by the task whose thread runs ops
@@ -138,7 +152,10 @@ class SqliteStore:
                         if queued.state is _State.QUEUED:
                             queued.state = _State.TAKEN
                             batch.append(queued)
-                    await trio.to_thread.run_sync(self._execute, batch)
+                    if self._inline:
+                        self._execute(batch)  # no fsync: tens of microseconds
+                    else:
+                        await trio.to_thread.run_sync(self._execute, batch)
         except BaseException:
             if op.state is _State.QUEUED:
                 op.state = _State.WITHDRAWN  # cancelled before it ran: it never will
@@ -175,7 +192,9 @@ class SqliteStore:
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {'NORMAL' if self._inline else 'FULL'}")
+            if self._inline:  # checkpoints (which fsync) run off the loop: run_checkpointer
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.executescript(_SCHEMA)
         except BaseException:
             conn.close()
@@ -231,6 +250,7 @@ class SqliteStore:
         await self._run("write", op)
         self._stats.writes += len(records)
         self._stats.batches += 1
+        self._unsynced += 1
 
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         """Records with ``offset > after``, ascending, at most ``limit``."""
@@ -286,14 +306,51 @@ class SqliteStore:
         s = self._stats
         return StoreStatistics(writes=s.writes, batches=s.batches, reads=s.reads)
 
+    async def run_checkpointer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Interval mode: every ``fsync_interval`` seconds, if anything was committed,
+        checkpoint the WAL from a second connection in a worker thread, which fsyncs the
+        WAL (and then the database). Runs until cancelled; :func:`open_sqlite_store`
+        starts it."""
+        task_status.started()
+        if not self._inline or self.path == ":memory:":
+            return
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                await trio.sleep(self.fsync_interval)
+                if not self._unsynced:
+                    continue
+                pending = self._unsynced
+                if conn is None:
+                    conn = await trio.to_thread.run_sync(self._connect_checkpointer)
+                try:
+                    await trio.to_thread.run_sync(_checkpoint, conn, "PASSIVE")
+                except sqlite3.Error:
+                    continue  # retried next interval; the WAL keeps everything meanwhile
+                self._unsynced -= pending
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
     async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail."""
+        """Close the connection (waits for the running operation); later calls fail.
+        In interval mode the WAL is checkpointed (fsynced) first."""
         if self._closed:
             return
 
         def close() -> None:
             self._closed = True
             if self._conn is not None:
+                if self._inline and self._unsynced:
+                    _checkpoint(self._conn, "TRUNCATE")
                 self._conn.close()
                 self._conn = None
 
@@ -302,6 +359,10 @@ class SqliteStore:
                 await trio.to_thread.run_sync(close, limiter=self._limiter)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite store {self.path!r}: close failed: {exc}") from exc
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
+    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
 
 def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
@@ -318,11 +379,19 @@ def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
 
 
 @asynccontextmanager
-async def open_sqlite_store(path: str) -> AsyncIterator[SqliteStore]:
-    """Open (creating the parent directory and the schema) and close a :class:`SqliteStore`."""
-    store = SqliteStore(path)
+async def open_sqlite_store(
+    path: str, *, durability: str = "full", fsync_interval: float = 1.0
+) -> AsyncIterator[SqliteStore]:
+    """Open (creating the parent directory and the schema) and close a :class:`SqliteStore`,
+    running its checkpointer in interval mode."""
+    store = SqliteStore(path, durability=durability, fsync_interval=fsync_interval)
     try:
         await store.open()
-        yield store
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run_checkpointer)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         await store.aclose()

@@ -330,7 +330,8 @@ from gateway.bus.memory import open_memory_bus
 from gateway.store.sqlite import open_sqlite_store
 
 async def main():
-    async with open_sqlite_store(sys.argv[1]) as store, open_memory_bus(store) as bus:
+    opened = open_sqlite_store(sys.argv[1], durability=sys.argv[2])
+    async with opened as store, open_memory_bus(store) as bus:
         async def one(t):
             for i in range(100_000):
                 a = await bus.append(f"c{t % 3}", sender=str(t), cmid=str(i), body="x")
@@ -343,12 +344,13 @@ trio.run(main)
 """
 
 
-async def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["full", "interval"])
+async def test_acknowledged_appends_survive_sigkill(tmp_path: Path, durability: str) -> None:
     path = str(tmp_path / "killed.sqlite3")
     acked: dict[str, int] = {}
     with trio.fail_after(DEADLINE):
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-c", _CHILD, path], stdout=subprocess.PIPE
+            [sys.executable, "-c", _CHILD, path, durability], stdout=subprocess.PIPE
         )
         assert proc.stdout is not None
         buffer = b""

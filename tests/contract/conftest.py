@@ -50,7 +50,17 @@ async def sqlite_store(site: Site) -> AsyncIterator[MessageStore]:
         yield FaultyStore(store, site.faults)
 
 
-STORE_FACTORIES = [pytest.param(sqlite_store, id="sqlite")]
+@asynccontextmanager
+async def sqlite_store_interval(site: Site) -> AsyncIterator[MessageStore]:
+    path = str(site.root / f"{site.name}.sqlite3")
+    async with open_sqlite_store(path, durability="interval", fsync_interval=0.05) as store:
+        yield FaultyStore(store, site.faults)
+
+
+STORE_FACTORIES = [
+    pytest.param(sqlite_store, id="sqlite"),
+    pytest.param(sqlite_store_interval, id="sqlite-interval"),
+]
 
 
 # -- buses -------------------------------------------------------------------------------
@@ -65,7 +75,20 @@ async def memory_bus_on_sqlite(site: Site) -> AsyncIterator[Bus]:
         yield bus
 
 
-BUS_FACTORIES = [pytest.param(memory_bus_on_sqlite, id="memory+sqlite")]
+@asynccontextmanager
+async def memory_bus_on_sqlite_interval(site: Site) -> AsyncIterator[Bus]:
+    path = str(site.root / f"{site.name}.sqlite3")
+    async with (
+        open_sqlite_store(path, durability="interval", fsync_interval=0.05) as store,
+        open_memory_bus(FaultyStore(store, site.faults)) as bus,
+    ):
+        yield bus
+
+
+BUS_FACTORIES = [
+    pytest.param(memory_bus_on_sqlite, id="memory+sqlite"),
+    pytest.param(memory_bus_on_sqlite_interval, id="memory+sqlite-interval"),
+]
 
 
 # -- fixtures ----------------------------------------------------------------------------

@@ -160,3 +160,26 @@ async def test_statistics_is_a_snapshot() -> None:
         before = store.statistics()
         await store.read("c", 0, 1)
         assert before.reads == 0 and store.statistics().reads == 1
+
+
+async def test_interval_mode_checkpoints_what_was_committed(tmp_path: Path) -> None:
+    """Interval durability: commits run inline; the checkpointer fsyncs them soon after."""
+    path = str(tmp_path / "interval.sqlite3")
+    with trio.fail_after(10):
+        async with open_sqlite_store(path, durability="interval", fsync_interval=0.01) as store:
+            pos = await store.open_log("c")
+            recs = [
+                Record("c", i, pos.epoch, f"{pos.epoch}-{i}", "u", str(i), "b", 0) for i in (1, 2)
+            ]
+            await store.write(recs)
+            assert store._unsynced > 0
+            while store._unsynced:
+                await trio.sleep(0.01)
+        # closed cleanly: reopening in full mode sees everything
+        async with open_sqlite_store(path) as store:
+            assert [r.offset for r in await store.read("c", 0, 10)] == [1, 2]
+
+
+def test_unknown_durability_is_refused() -> None:
+    with pytest.raises(ValueError, match="durability"):
+        SqliteStore("x", durability="sometimes")
