@@ -1,0 +1,1 @@
+"""Peer servers measured beside the gateway in the same run (same logical protocol, minimal)."""
