@@ -161,8 +161,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="warm-up seconds per run")
     p.add_argument("--body-bytes", type=int, default=100)
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
-    p.add_argument("--allow-concurrent", action="store_true",
-                   help="run even if another bench is running (numbers will be spoiled)")
+    p.add_argument(
+        "--allow-concurrent",
+        action="store_true",
+        help="run even if another bench is running (numbers will be spoiled)",
+    )
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.n = [int(x) for x in args.n.split(",")] if args.n else preset["n"]

@@ -153,8 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--procs", type=int, default=2, help="load-generator processes (core 1)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds before each reading")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--allow-concurrent", action="store_true",
-                   help="run even if another bench is running (numbers will be spoiled)")
+    p.add_argument(
+        "--allow-concurrent",
+        action="store_true",
+        help="run even if another bench is running (numbers will be spoiled)",
+    )
     args = p.parse_args(argv)
     servers = [s for s in args.servers.split(",") if s]
     if set(servers) - set(SERVERS) or not 0 < args.connections <= 15_000:
