@@ -390,11 +390,15 @@ class Connection:
                     data = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
                 self._size = self._frags = 0
                 await self._on_message(data)
-            elif isinstance(event, Ping):
-                if ws.state is ConnectionState.OPEN:
-                    self._write(ws.send(event.response()))
-            elif isinstance(event, Pong):
-                pass
+            elif isinstance(event, Ping | Pong):
+                # Control frames share the data frames' rate limit: a ping flood is
+                # refused (no pong) and, past rate_strikes, closed with 4102.
+                action = self.session.admit(trio.current_time())
+                if isinstance(action, s.Close):
+                    await self._do(action)
+                elif action is None and isinstance(event, Ping):
+                    if ws.state is ConnectionState.OPEN:
+                        self._write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if ws.state is ConnectionState.REMOTE_CLOSING:
                     self._write(ws.send(event.response()))

@@ -8,7 +8,7 @@ import jwt
 import msgspec
 import pytest
 import trio
-from wsproto.events import AcceptConnection, RejectConnection, TextMessage
+from wsproto.events import AcceptConnection, Ping, RejectConnection, TextMessage
 
 from gateway.app import open_gateway
 from gateway.config import Limits
@@ -323,3 +323,16 @@ async def test_permessage_deflate_is_never_negotiated(gateway: object) -> None:
         await s.send_raw(b"\xc1\x81" + b"\x00\x00\x00\x00" + b"x")
         close = await s.wait_close()
         assert close.code == 1002
+
+
+async def test_ping_flood_is_rate_limited_and_closed(tmp_path: Path) -> None:
+    """WebSocket control frames count against the same rate limit as data frames."""
+    limits = Limits(rate_per_second=5, rate_burst=5, rate_strikes=10)
+    with trio.fail_after(10):
+        async with open_gateway(make_settings(tmp_path, limits=limits)) as gw:
+            s = await RawSocket.connect(gw.ws_port)
+            await s.handshake()
+            await s.next_frame()
+            await s.send_raw(b"".join(s.ws.send(Ping(b"p")) for _ in range(200)))
+            close = await s.wait_close()
+            assert close.code == CloseCode.RATE_LIMITED
