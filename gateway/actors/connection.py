@@ -396,9 +396,10 @@ class Connection:
                 action = self.session.admit(trio.current_time())
                 if isinstance(action, s.Close):
                     await self._do(action)
-                elif action is None and isinstance(event, Ping):
-                    if ws.state is ConnectionState.OPEN:
-                        self._write(ws.send(event.response()))
+                elif (
+                    action is None and isinstance(event, Ping) and ws.state is ConnectionState.OPEN
+                ):
+                    self._write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if ws.state is ConnectionState.REMOTE_CLOSING:
                     self._write(ws.send(event.response()))
