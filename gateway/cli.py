@@ -23,8 +23,27 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    trio.run(serve, settings)
+    try:
+        trio.run(serve, settings)
+    except (OSError, BaseExceptionGroup) as exc:  # e.g. the port is taken: no traceback
+        errors = _os_errors(exc)
+        if not errors:
+            raise
+        for err in errors:
+            print(f"gateway: cannot start: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _os_errors(exc: BaseException) -> list[OSError]:
+    """The OSErrors in ``exc`` if that is all it holds, else an empty list."""
+    if isinstance(exc, OSError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_os_errors(e) for e in exc.exceptions]
+        if all(found):
+            return [e for sub in found for e in sub]
+    return []
 
 
 def _token(args: argparse.Namespace) -> int:
