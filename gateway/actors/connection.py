@@ -312,6 +312,12 @@ class Connection:
         self.codec = codec
         sub = codec.subprotocol if req.subprotocols else None
         self._write(self.ws.send(AcceptConnection(subprotocol=sub, extensions=[])))
+        self._greet()
+        return True
+
+    def _greet(self) -> None:
+        """Send ``hello``, the first frame of every connection."""
+        node = self.node
         st = node.settings
         lim = st.limits
         self.send(
@@ -329,7 +335,6 @@ class Connection:
                 node=node.node_id,
             )
         )
-        return True
 
     def _reject(self, status: int, body: bytes) -> None:
         headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]

@@ -59,6 +59,7 @@ class Node:
             hot_window=settings.hot_window,
             idle_timeout=settings.channel_idle_timeout,
         )
+        self.connection_class: type[Connection] = Connection  # tests plug in variants
         self.connections: set[Connection] = set()
         self._handshaking: set[Connection] = set()
         self.draining = False
@@ -124,7 +125,7 @@ class Node:
                 except trio.ClosedResourceError:
                     return
                 conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = Connection(self, conn_sock, f"{addr[0]}:{addr[1]}")
+                conn = self.connection_class(self, conn_sock, f"{addr[0]}:{addr[1]}")
                 self._handshaking.add(conn)
                 nursery.start_soon(self._run_connection, conn)
 
