@@ -78,13 +78,27 @@ def wait_for_port(port: int, timeout: float, alive: Any = None) -> bool:
     return False
 
 
-def system_busy_seconds() -> tuple[float, float]:
-    """Busy and stolen CPU seconds of the whole machine, all cores (from /proc/stat)."""
+def system_busy_seconds() -> tuple[float, float, float]:
+    """Machine-wide CPU seconds, all cores (/proc/stat): busy in processes (user, nice,
+    system, irq), softirq (loopback packet processing lands there), and steal."""
     import psutil
 
     t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-    return busy, getattr(t, "steal", 0.0)
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0)
+    return busy, getattr(t, "softirq", 0.0), getattr(t, "steal", 0.0)
+
+
+def wait_quiet(limit_pct: float = 15.0, max_wait: float = 90.0) -> float:
+    """Wait (at most ``max_wait`` s) until the whole machine is under ``limit_pct`` % busy
+    over one second, so a measurement does not start on top of someone else's work.
+    Returns the seconds waited."""
+    import psutil
+
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait:
+        if psutil.cpu_percent(interval=1.0) < limit_pct:
+            break
+    return round(time.monotonic() - start, 1)
 
 
 def other_benches() -> list[str]:

@@ -34,12 +34,13 @@ from bench.common import (
     raise_nofile,
     refuse_if_busy,
     system_busy_seconds,
+    wait_quiet,
 )
 from bench.report import fanout_markdown, fanout_plot
 from bench.servers import BASELINE, LABELS, SERVERS, ServerStartError, start_server
 
-FULL = {"n": [100, 1000], "rates": [10.0, 50.0], "duration": 20.0, "warmup": 3.0}
-QUICK = {"n": [50], "rates": [10.0], "duration": 5.0, "warmup": 1.0}
+FULL = {"n": [100, 1000], "rates": [10.0, 50.0], "duration": 20.0, "warmup": 3.0, "repeat": 2}
+QUICK = {"n": [50], "rates": [10.0], "duration": 5.0, "warmup": 1.0, "repeat": 1}
 
 
 def read_lines(proc: subprocess.Popen[str], deadline: float) -> Any:
@@ -66,6 +67,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Start ``name``, drive one fan-out measurement against it, stop it; return one row."""
     row: dict[str, Any] = {"server": name, "label": LABELS[name], "n": n, "rate": rate}
+    row["quiet_wait_s"] = wait_quiet()
     try:
         server = start_server(name)
     except ServerStartError as exc:
@@ -116,9 +118,12 @@ def run_one(
             row["server_cpu_pct"] = round(100 * cpu / max(1e-9, row["window_s"]), 1)
             row["cpu_us_per_msg"] = 1e6 * cpu / row["delivered"] if row["delivered"] else None
             # whatever else ran on the machine during the window (should be ~0)
+            # softirq (loopback packet processing) is part of the traffic, not foreign
+            window = row["window_s"]
             other = (sys1[0] - sys0[0]) - cpu - (gen1 - gen0)
-            row["other_cpu_pct"] = round(100 * max(0.0, other) / row["window_s"], 1)
-            row["steal_pct"] = round(100 * (sys1[1] - sys0[1]) / row["window_s"], 1)
+            row["other_cpu_pct"] = round(100 * max(0.0, other) / window, 1)
+            row["softirq_pct"] = round(100 * (sys1[1] - sys0[1]) / window, 1)
+            row["steal_pct"] = round(100 * (sys1[2] - sys0[2]) / window, 1)
         elif "error" not in row:
             row["error"] = f"incomplete run, see {gen_log}; server log:\n{server.log_tail()}"
     finally:
@@ -135,14 +140,15 @@ def process_cpu(proc: psutil.Process) -> float:
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """CPU per delivered message relative to the websockets peer at the same N and rate."""
+    """CPU per delivered message relative to the websockets peer at the same N and rate,
+    in the same repetition."""
     base = {
-        (r["n"], r["rate"]): r.get("cpu_us_per_msg")
+        (r["n"], r["rate"], r["rep"]): r.get("cpu_us_per_msg")
         for r in rows
         if r["server"] == BASELINE and r.get("cpu_us_per_msg")
     }
     for r in rows:
-        b = base.get((r["n"], r["rate"]))
+        b = base.get((r["n"], r["rate"], r["rep"]))
         mine = r.get("cpu_us_per_msg")
         r["cpu_ratio_vs_websockets"] = round(mine / b, 2) if mine and b else None
 
@@ -160,6 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="measured seconds per run")
     p.add_argument("--warmup", type=float, help="warm-up seconds per run")
     p.add_argument("--body-bytes", type=int, default=100)
+    p.add_argument("--repeat", type=int, help="repetitions of the whole matrix (full: 2)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument(
         "--allow-concurrent",
@@ -172,12 +179,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rates = [float(x) for x in args.rates.split(",")] if args.rates else preset["rates"]
     args.duration = args.duration or preset["duration"]
     args.warmup = args.warmup if args.warmup is not None else preset["warmup"]
+    args.repeat = args.repeat or preset["repeat"]
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         p.error(f"unknown servers {sorted(unknown)}; choose from {SERVERS}")
-    if not 0 < args.duration <= 120 or max(args.n) > 10_000:
-        p.error("duration must be in (0, 120] s and N at most 10,000")
+    if not 0 < args.duration <= 120 or max(args.n) > 10_000 or not 0 < args.repeat <= 5:
+        p.error("duration must be in (0, 120] s, N at most 10,000, repeat in 1..5")
     return args
 
 
@@ -197,29 +205,36 @@ def main(argv: list[str] | None = None) -> None:
         "n": args.n,
         "rates": args.rates,
         "servers": args.servers,
+        "repeat": args.repeat,
     }
     started = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[dict[str, Any]] = []
     failed: set[str] = set()
-    for rate in args.rates:
-        for n in args.n:
-            for name in args.servers:  # interleaved, so slow drift hits every server alike
-                if name in failed:
-                    continue
-                print(f"[fanout] {name:<10} N={n:<5} rate={rate:g}/s ...", flush=True)
-                row = run_one(name, n, rate, params, log_dir)
-                rows.append(row)
-                if "error" in row:
-                    print(f"[fanout]   failed: {row['error']}", flush=True)
-                    if row.get("start_failed"):
-                        failed.add(name)  # it does not even start: skip its other runs
-                else:
-                    print(
-                        f"[fanout]   delivered {row['delivered']}/{row['expected']} "
-                        f"p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms "
-                        f"cpu {row.get('cpu_us_per_msg') or 0:.1f} us/msg",
-                        flush=True,
-                    )
+    plan = [
+        (rep, rate, n, name)
+        for rep in range(args.repeat)  # repetitions spread over the whole run
+        for rate in args.rates
+        for n in args.n
+        for name in args.servers  # interleaved, so slow drift hits every server alike
+    ]
+    for rep, rate, n, name in plan:
+        if name in failed:
+            continue
+        print(f"[fanout] #{rep + 1} {name:<10} N={n:<5} rate={rate:g}/s ...", flush=True)
+        row = run_one(name, n, rate, params, log_dir)
+        row["rep"] = rep
+        rows.append(row)
+        if "error" in row:
+            print(f"[fanout]   failed: {row['error']}", flush=True)
+            if row.get("start_failed"):
+                failed.add(name)  # it does not even start: skip its other runs
+        else:
+            print(
+                f"[fanout]   delivered {row['delivered']}/{row['expected']} "
+                f"p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms "
+                f"cpu {row.get('cpu_us_per_msg') or 0:.1f} us/msg",
+                flush=True,
+            )
     add_ratios(rows)
     result = {
         "scenario": "fanout",
