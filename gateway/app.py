@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
@@ -32,7 +33,14 @@ log = logging.getLogger("gateway.app")
 class Gateway:
     """Handle on a running node."""
 
-    def __init__(self, node: Node, settings: Settings, ws_port: int, http_port: int) -> None:
+    def __init__(
+        self,
+        node: Node,
+        settings: Settings,
+        ws_port: int,
+        http_port: int,
+        rest_restarts: list[int],
+    ) -> None:
         self.node = node
         self.settings = settings
         self.ws_port = ws_port
@@ -42,7 +50,7 @@ class Gateway:
             host = "127.0.0.1"
         self.ws_url = f"ws://{host}:{ws_port}/ws"
         self.http_url = f"http://{host}:{http_port}"
-        self.rest_restarts: list[int] = []
+        self.rest_restarts = rest_restarts  # contained hypercorn failures
         self._drained = False
 
     async def drain(self) -> int:
@@ -85,20 +93,12 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         metrics = Metrics()
         node = Node(settings, nursery, bus, verifier, metrics)
         ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
-        gateway = Gateway(node, settings, ws_port, 0)
+        restarts: list[int] = []
         app = create_rest_app(node)
-        gateway.http_port = await nursery.start(
-            lambda task_status: serve_rest(
-                app,
-                settings.host,
-                settings.http_port,
-                restarts=gateway.rest_restarts,
-                task_status=task_status,
-            )
+        http_port: int = await nursery.start(
+            partial(serve_rest, app, settings.host, settings.http_port, restarts=restarts)
         )
-        gateway.http_url = gateway.ws_url.replace("ws://", "http://").rsplit(":", 1)[0] + (
-            f":{gateway.http_port}"
-        )
+        gateway = Gateway(node, settings, ws_port, http_port, restarts)
         nursery.start_soon(node.run_ticker)
         log.info(
             "gateway ready",

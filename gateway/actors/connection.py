@@ -15,8 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -61,6 +60,7 @@ class Connection:
         "_fd",
         "_frags",
         "_parts",
+        "_progress",
         "_size",
         "auth_deadline",
         "closing",
@@ -92,6 +92,7 @@ class Connection:
         self.outbox: collections.deque[bytes] = collections.deque()
         self.outbox_bytes = 0
         self._draining = False
+        self._progress: trio.Event | None = None  # set when the outbox shrinks or we close
         self.closing = False
         self.dead = False
         self.last_recv = now
@@ -190,17 +191,30 @@ class Connection:
                         self.outbox.popleft()
                     else:
                         self.outbox[0] = chunk[n:]
+                    self._notify_progress()
+                    if n != len(chunk):
                         break
         finally:
             self._draining = False
+            self._notify_progress()
+
+    def _notify_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    async def _wait_progress(self) -> None:
+        if self._progress is None:
+            self._progress = trio.Event()
+        await self._progress.wait()
 
     async def wait_outbox_below(self, nbytes: int) -> None:
-        while self.outbox_bytes >= nbytes:
+        while True:
             if self.dead or self.closing:
                 raise trio.BrokenResourceError("connection closed")
-            await trio.sleep(0.005)
-        if self.dead or self.closing:
-            raise trio.BrokenResourceError("connection closed")
+            if self.outbox_bytes < nbytes:
+                return
+            await self._wait_progress()
 
     def _shed(self) -> None:
         """Slow consumer: drop queued frames (keep a partly written one), close 4101."""
@@ -218,12 +232,14 @@ class Connection:
         self.outbox.clear()
         self.outbox_bytes = 0
         self.scope.cancel()
+        self._notify_progress()
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake; the reader waits up to CLOSE_GRACE for the echo."""
         if self.closing:
             return
         self.closing = True
+        self._notify_progress()
         self.node.metrics.closes.labels(str(code)).inc()
         if self.ws.state is ConnectionState.OPEN:
             self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
@@ -392,7 +408,10 @@ class Connection:
                 if self._parts:
                     self._parts.append(data)
                     parts, self._parts = self._parts, []
-                    data = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
+                    if isinstance(data, str):
+                        data = "".join(cast("list[str]", parts))
+                    else:
+                        data = b"".join(cast("list[bytes]", parts))
                 self._size = self._frags = 0
                 await self._on_message(data)
             elif isinstance(event, Ping | Pong):
@@ -454,9 +473,17 @@ class Connection:
         elif isinstance(action, s.Close):
             self.close(action.code, action.reason)
 
-    def _error(self, code: ErrorCode, message: str, **kw: object) -> None:
+    def _error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: str | None = None,
+        channel: str | None = None,
+        retryable: bool = False,
+    ) -> None:
         self.node.metrics.errors.labels(code.value).inc()
-        self.send(s.error(code, message, **kw).frame)  # type: ignore[arg-type]
+        self.send(s.error(code, message, ref=ref, channel=channel, retryable=retryable).frame)
 
     async def _authenticate(self, action: s.Authenticate) -> None:
         try:
@@ -554,9 +581,9 @@ class Connection:
                 actor.detach(self)
         self.session.subscriptions.clear()
         if not self.dead and self.outbox:
-            with trio.move_on_after(1.0):
+            with trio.move_on_after(1.0):  # flush what is queued (a close frame, say)
                 while self.outbox and not self.dead:
-                    await trio.sleep(0.01)
+                    await self._wait_progress()
         self.dead = True
         self.sock.close()
 
@@ -567,5 +594,5 @@ class Connection:
             "user": self.session.user,
             "subscriptions": len(self.session.subscriptions),
             "outbox_bytes": self.outbox_bytes,
-            "since": time.time(),
+            "phase": self.session.phase.value,
         }

@@ -63,6 +63,7 @@ class Node:
         self.connections: set[Connection] = set()
         self._handshaking: set[Connection] = set()
         self.draining = False
+        self._all_closed: trio.Event | None = None  # set by the last close while draining
         self.started_at = time.time()
         self._listeners: list[trio.SocketListener] = []
         self._origins = tuple(o.lower() for o in settings.allowed_origins)
@@ -88,6 +89,8 @@ class Node:
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.metrics.connections.set(len(self.connections))
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
 
     def revoke(self, user: str, channel: str) -> int:
         """Withdraw ``user``'s access to ``channel`` on every local connection at once."""
@@ -179,9 +182,10 @@ class Node:
             conn.scope.cancel()
         for conn in list(self.connections):
             conn.close(CloseCode.DRAINING, "server restarting: reconnect and resume")
-        with trio.move_on_after(timeout):
-            while self.connections:
-                await trio.sleep(0.02)
+        if self.connections:
+            self._all_closed = trio.Event()
+            with trio.move_on_after(timeout):
+                await self._all_closed.wait()
         left = len(self.connections)
         for conn in list(self.connections):
             conn.scope.cancel()
@@ -196,6 +200,3 @@ class Node:
             "draining": self.draining,
             "uptime": time.time() - self.started_at,
         }
-
-    def identity_of(self, conn: Connection) -> Identity | None:
-        return conn.identity

@@ -78,13 +78,9 @@ class ChannelRegistry:
         self, actor: ChannelActor, *, task_status: trio.TaskStatus[ChannelActor]
     ) -> None:
         started = False
-
-        async def run(*, task_status: trio.TaskStatus[ChannelActor]) -> None:
-            await actor.run(task_status=task_status)
-
         try:
             async with trio.open_nursery() as inner:
-                await inner.start(run)
+                await inner.start(actor.run)
                 started = True
                 task_status.started(actor)
         except Exception:

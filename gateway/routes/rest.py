@@ -6,6 +6,7 @@ with the stable codes of :mod:`gateway.errors`.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["create_rest_app"]
 
 _json = msgspec.json.Encoder()
-_channel_re = __import__("re").compile(CHANNEL_PATTERN)
+_channel_re = re.compile(CHANNEL_PATTERN)
 MAX_PAGE = 200
 
 
