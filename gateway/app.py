@@ -18,11 +18,15 @@ import trio
 
 from gateway.actors.node import Node
 from gateway.auth import TokenVerifier, load_or_create_dev_secret
+from gateway.bus.base import Bus
 from gateway.bus.memory import open_memory_bus
+from gateway.bus.redis import open_redis_bus
 from gateway.config import Settings
 from gateway.metrics import Metrics
+from gateway.redis import open_redis
 from gateway.routes.http import serve_rest
 from gateway.routes.rest import create_rest_app
+from gateway.store.base import MessageStore
 from gateway.store.sqlite import open_sqlite_store
 
 __all__ = ["Gateway", "open_gateway", "serve"]
@@ -76,8 +80,28 @@ def _verifier(settings: Settings) -> TokenVerifier:
 
 
 @asynccontextmanager
+async def open_bus(settings: Settings, store: MessageStore) -> AsyncIterator[Bus]:
+    """The in-process bus, or the Redis Streams bus when ``redis_url`` is set."""
+    if not settings.redis_url:
+        async with open_memory_bus(store, hot_window=settings.hot_window) as bus:
+            yield bus
+        return
+    async with (
+        open_redis(settings.redis_url, timeout=settings.redis_timeout) as redis,
+        open_redis_bus(
+            redis, store, prefix=settings.redis_prefix, hot_window=settings.hot_window
+        ) as rbus,
+    ):
+        yield rbus
+
+
+@asynccontextmanager
 async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """Run one gateway node on the embedded default (SQLite + in-process bus)."""
+    """Run one gateway node: SQLite + in-process bus by default, Redis Streams if set.
+
+    With Redis, every node must see the same message store (one SQLite file on one
+    host here; DynamoDB in production), since any node may write a channel behind.
+    """
     os.makedirs(settings.data_dir, exist_ok=True)
     verifier = _verifier(settings)
     db = os.path.join(settings.data_dir, "messages.sqlite3")
@@ -87,7 +111,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             durability=settings.sqlite_durability,
             fsync_interval=settings.sqlite_fsync_interval,
         ) as store,
-        open_memory_bus(store, hot_window=settings.hot_window) as bus,
+        open_bus(settings, store) as bus,
         trio.open_nursery() as nursery,
     ):
         metrics = Metrics()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,10 @@ class Settings:
     # (Redis appendfsync-everysec contract). "full": fsync before every ack (slower).
     sqlite_durability: str = "interval"
     sqlite_fsync_interval: float = 1.0
+    # Redis Streams bus (several nodes as one); empty -> the in-process bus
+    redis_url: str = ""  # redis://host:port of one server, or of any node of a cluster
+    redis_prefix: str = "gw"  # namespace of every key this deployment writes
+    redis_timeout: float = 5.0  # connect/command timeout; a slower Redis counts as down
     # auth
     jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
     jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
@@ -109,6 +114,12 @@ class Settings:
             raise SettingsError("GATEWAY_SQLITE_FSYNC_INTERVAL must be in (0, 60] seconds")
         if self.hot_window < 1:
             raise SettingsError("GATEWAY_HOT_WINDOW must be at least 1")
+        if self.redis_url and not self.redis_url.startswith("redis://"):
+            raise SettingsError("GATEWAY_REDIS_URL must look like redis://host:port")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", self.redis_prefix):
+            raise SettingsError("GATEWAY_REDIS_PREFIX must be 1-32 of A-Z a-z 0-9 _ . -")
+        if not 0 < self.redis_timeout <= 60:
+            raise SettingsError("GATEWAY_REDIS_TIMEOUT must be in (0, 60] seconds")
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 from gateway.app import Gateway, open_gateway
 from gateway.auth import mint_dev_token
 from gateway.config import Limits, Settings
+from tests.services import RedisCluster, RedisServer
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
@@ -42,3 +43,51 @@ def settings(tmp_path: Path) -> Settings:
 async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
     async with open_gateway(settings) as gw:
         yield gw
+
+
+# -- real Redis servers (tests/services.py) ---------------------------------------------------
+# No mocks and no skips: without redis-server/redis-cli these fixtures fail with a message
+# saying what is missing (./scripts/test installs it).
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One standalone Redis shared by the whole session: use unique keys and channels."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server's URL, brought back up if an earlier test paused or stopped it."""
+    if redis_server.paused:
+        redis_server.resume()
+    if not redis_server.running or not redis_server.ping():
+        redis_server.restart()
+    return redis_server.url
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private standalone Redis for fault tests (stop, kill, pause, restart it freely)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One 3-master Redis Cluster shared by the session; ``.url`` is a seed node."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

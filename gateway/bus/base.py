@@ -31,6 +31,7 @@ class BusStatistics(msgspec.Struct):
     tails_open: int = 0
     channels: int = 0
     commit_batches: int = 0
+    persist_backlog: int = 0  # records accepted but not yet in the message store
 
 
 class Bus(Protocol):

@@ -1,9 +1,9 @@
 """Codecs: JSON (text frames, for browsers) and MessagePack (binary frames, for SDKs).
 
 The codec is chosen by WebSocket subprotocol. Each codec holds one reused encoder and
-decoder. Every decode failure, including the ``UnicodeDecodeError`` msgspec raises for
-invalid UTF-8 inside strings, is translated here into a :class:`ProtocolViolation` with a
-stable code: nothing else leaks out of this module.
+decoder. Every decode failure, including invalid UTF-8 inside strings (msgspec 0.22
+raises a plain ``UnicodeDecodeError`` for it, 0.23 a ``DecodeError``), is translated
+here into a :class:`ProtocolViolation` with a stable code: nothing else leaks out.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ def _decode(decoder: Any, data: bytes | str) -> Any:
             ) from None
         raise ProtocolViolation(text, code=ErrorCode.INVALID_FIELD) from None
     except msgspec.DecodeError as exc:
+        if "utf-8" in str(exc).lower():  # msgspec >= 0.23 reports bad UTF-8 this way
+            raise ProtocolViolation(
+                "frame contains invalid UTF-8", code=ErrorCode.BAD_ENCODING
+            ) from None
         raise ProtocolViolation(f"malformed frame: {exc}", code=ErrorCode.BAD_FRAME) from None
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # msgspec 0.22 raises this for bad UTF-8 inside strings
         raise ProtocolViolation(
             "frame contains invalid UTF-8", code=ErrorCode.BAD_ENCODING
         ) from None

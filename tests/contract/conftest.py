@@ -12,16 +12,21 @@ async context manager that opens the adapter there, such that:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
 import trio
 
 from gateway.bus.base import Bus
 from gateway.bus.memory import open_memory_bus
+from gateway.bus.redis import open_redis_bus
+from gateway.bus.redis_scripts import APPEND
+from gateway.redis.client import RedisClient, RedisUnavailable, Script, open_redis
+from gateway.redis.connection import Arg
 from gateway.store.base import MessageStore
 from gateway.store.sqlite import open_sqlite_store
 from tests.contract import DEADLINE, Faults, FaultyStore
@@ -36,6 +41,7 @@ class Site:
     root: Path
     name: str
     faults: Faults
+    redis_url: str = ""  # a running Redis, for adapters that need one
 
 
 Factory = Callable[[Site], AbstractAsyncContextManager[T]]
@@ -85,9 +91,53 @@ async def memory_bus_on_sqlite_interval(site: Site) -> AsyncIterator[Bus]:
         yield bus
 
 
+class FaultyRedis:
+    """Makes the next ``faults.fail_writes`` appends fail as if Redis were unreachable."""
+
+    def __init__(self, client: RedisClient, faults: Faults) -> None:
+        self.client = client
+        self.faults = faults
+        self.run_script_inner = client.run_script
+
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if script is APPEND:
+            self.faults.calls["append"] += 1
+            if self.faults.fail_writes > 0:
+                self.faults.fail_writes -= 1
+                raise RedisUnavailable("injected: Redis is unreachable")
+        return await self.run_script_inner(script, keys, args)
+
+
+@asynccontextmanager
+async def redis_bus_on_sqlite(site: Site) -> AsyncIterator[Bus]:
+    # The same root and name reopen the same keys and store; another name is a fresh log.
+    prefix = "t" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
+    async with (
+        open_sqlite_store(str(site.root / f"{site.name}.sqlite3")) as store,
+        open_redis(site.redis_url) as redis,
+    ):
+        faulty = FaultyRedis(redis, site.faults)
+        redis.run_script = faulty.run_script  # type: ignore[method-assign]
+        async with open_redis_bus(redis, FaultyStore(store, site.faults), prefix=prefix) as bus:
+            yield bus
+
+
+redis_bus_on_sqlite.needs_redis = "server"  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def redis_cluster_bus_on_sqlite(site: Site) -> AsyncIterator[Bus]:
+    async with redis_bus_on_sqlite(site) as bus:
+        yield bus
+
+
+redis_cluster_bus_on_sqlite.needs_redis = "cluster"  # type: ignore[attr-defined]
+
 BUS_FACTORIES = [
     pytest.param(memory_bus_on_sqlite, id="memory+sqlite"),
     pytest.param(memory_bus_on_sqlite_interval, id="memory+sqlite-interval"),
+    pytest.param(redis_bus_on_sqlite, id="redis+sqlite"),
+    pytest.param(redis_cluster_bus_on_sqlite, id="redis-cluster+sqlite"),
 ]
 
 
@@ -97,13 +147,14 @@ BUS_FACTORIES = [
 class Opener(Generic[T]):
     """Opens one adapter on named sites under one directory; all share ``faults``."""
 
-    def __init__(self, factory: Factory[T], root: Path) -> None:
+    def __init__(self, factory: Factory[T], root: Path, redis_url: str = "") -> None:
         self.factory = factory
         self.root = root
         self.faults = Faults()
+        self.redis_url = redis_url
 
     def site(self, name: str = "main") -> Site:
-        return Site(self.root, name, self.faults)
+        return Site(self.root, name, self.faults, self.redis_url)
 
     @asynccontextmanager
     async def open(self, name: str = "main") -> AsyncIterator[T]:
@@ -126,7 +177,13 @@ async def store(store_opener: Opener[MessageStore]) -> AsyncIterator[MessageStor
 
 @pytest.fixture(params=BUS_FACTORIES)
 def bus_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener[Bus]:
-    return Opener(request.param, tmp_path)
+    url = ""
+    needs = getattr(request.param, "needs_redis", "")
+    if needs == "server":
+        url = request.getfixturevalue("redis_url")
+    elif needs == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    return Opener(request.param, tmp_path, url)
 
 
 @pytest.fixture

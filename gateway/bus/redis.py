@@ -1,0 +1,550 @@
+"""Redis Streams bus: many gateway nodes share one log per channel.
+
+How it keeps the :class:`gateway.bus.base.Bus` guarantees (scripts in
+``gateway.bus.redis_scripts``):
+
+* **Offsets and epochs come from Redis.** One Lua script per append checks the cmid
+  index, takes the next offset from the channel's meta hash, adds the stream entry
+  ``0-<offset>`` and publishes it on the channel's shard channel, atomically. Every node
+  sees the same offsets. A channel without meta in Redis (new, or Redis lost it) starts
+  from the message store's position (``store.open_log``).
+* **Durability** is Redis's (run it with ``appendonly yes``): an append is acknowledged
+  once the script ran. The message store is written *behind*: per channel, the node
+  holding a short lease (any node that has the channel loaded) copies entries beyond
+  ``persisted`` into the store, advances ``persisted`` and only then trims the stream to
+  the newest ``hot_window`` entries. A node that dies leaves its lease to expire; the
+  next node that loads the channel, or audits it, takes over. Nothing is trimmed before
+  it is in the store, so reads fall back to the store only below ``trimmed``.
+* **Idempotency.** The cmid index holds the cmids of the stream's records; below
+  ``cfloor`` (trimmed) an append first asks ``store.find_cmid``, like the memory bus.
+* **Tails.** A node subscribes to a channel's shard channel only while it has a local
+  tail on it, and unsubscribes when the last one closes. Published entries are applied
+  in offset order; a gap (a lost message, a reconnect) is filled from the stream with
+  ``XRANGE``, and every subscription (re)confirmation and a periodic audit re-read the
+  head, so a tail never misses a record and never yields one twice.
+* **Failures.** Redis unreachable: appends raise :class:`StoreUnavailable` (retryable).
+  An append whose connection broke mid-flight may or may not have happened; the retry
+  with the same cmid returns the record if it did, so nothing is ever doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.bus.base import Appended, BusStatistics
+from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
+from gateway.errors import StoreUnavailable
+from gateway.model import Position, Record
+from gateway.redis.client import RedisClient, RedisError, RedisUnavailable, Subscription
+from gateway.store.base import MessageStore
+
+__all__ = ["RedisBus", "open_redis_bus"]
+
+log = logging.getLogger("gateway.bus.redis")
+
+_Body = tuple[str, str, str, int, str | None]  # sender, cmid, body, ts, thread
+_encode = msgspec.msgpack.Encoder().encode
+_decode_body = msgspec.msgpack.Decoder(_Body).decode
+
+
+class _Chan:
+    """What this node knows of one channel."""
+
+    def __init__(self, bus: RedisBus, name: str, epoch: str) -> None:
+        p = f"{bus.prefix}:{{{name}}}"
+        self.name = name
+        self.meta, self.log, self.ids = f"{p}:m", f"{p}:log", f"{p}:ids"
+        self.live, self.lease = f"{p}:live", f"{p}:lease"
+        self.epoch = epoch
+        self.known: int | None = None  # highest offset known to exist, while subscribed
+        self.hot: deque[Record] = deque(maxlen=bus.hot_window)  # contiguous, newest last
+        self.lot = trio.lowlevel.ParkingLot()
+        self.tails = 0
+        self.filling = False
+        self.refill = False
+        self.early: list[Record] = []  # published before the first fill finished
+
+    def push(self, rec: Record) -> bool:
+        """Apply a record in offset order; False if it leaves a gap (fill needed)."""
+        known = self.known
+        if known is None or rec.offset <= known:
+            return True
+        if rec.offset != known + 1:
+            return False
+        self.hot.append(rec)
+        self.known = rec.offset
+        return True
+
+    def read_hot(self, after: int, limit: int) -> list[Record] | None:
+        hot = self.hot
+        if not hot or hot[0].offset > after + 1 or after >= hot[-1].offset:
+            return None
+        start = after + 1 - hot[0].offset
+        return [hot[i] for i in range(start, min(len(hot), start + limit))]
+
+
+class RedisBus:
+    """A :class:`gateway.bus.base.Bus` on Redis Streams, written behind to ``store``.
+
+    Run :meth:`run` (the store writer and auditor), e.g. under :func:`open_redis_bus`.
+    ``prefix`` namespaces every key (several deployments or tests can share a Redis).
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        store: MessageStore,
+        *,
+        prefix: str = "gw",
+        hot_window: int = 1000,
+        max_batch: int = 512,
+        persist_interval: float = 0.05,
+        audit_interval: float = 1.0,
+        lease_ms: int = 5000,
+        max_idle_channels: int = 1000,
+    ) -> None:
+        if hot_window < 1 or max_batch < 1:
+            raise ValueError("hot_window and max_batch must be at least 1")
+        self.redis = redis
+        self.store = store
+        self.prefix = prefix
+        self.hot_window = hot_window
+        self.max_batch = max_batch
+        self.persist_interval = persist_interval
+        self.audit_interval = audit_interval
+        self.lease_ms = lease_ms
+        self.max_idle = max_idle_channels
+        self.node = uuid.uuid4().hex
+        self._chans: OrderedDict[str, _Chan] = OrderedDict()
+        self._by_live: dict[str, _Chan] = {}
+        self._dirty: set[str] = set()  # channels with records maybe not in the store
+        self._work = trio.Event()
+        self._sub = Subscription(redis, self._on_message, self._on_subscribed)
+        self._closed = False
+        self._stats = BusStatistics()
+        self.backlog = 0  # records in Redis not yet in the store (channels loaded here)
+
+    # -- Bus -----------------------------------------------------------------------------
+
+    async def append(
+        self, channel: str, *, sender: str, cmid: str, body: str, thread: str | None = None
+    ) -> Appended:
+        """Append to the channel's stream, or return the record already sent with cmid."""
+        self._check_open()
+        ch = await self._chan(channel)
+        key = f"{sender}\0{cmid}"
+        r = _encode((sender, cmid, body, time.time_ns() // 1_000_000, thread))
+        checked = 0
+        for _ in range(8):
+            reply = await self._script(
+                APPEND, ch, [ch.meta, ch.log, ch.ids, ch.live], key, r, checked
+            )
+            status = reply[0]
+            if status == 1:
+                self._stats.appends += 1
+                self._dirty.add(channel)
+                self._work.set()
+                epoch = reply[1].decode()
+                return Appended(_record(channel, epoch, reply[2], r))
+            if status == 2:
+                self._stats.duplicates += 1
+                epoch, offset = reply[1].decode(), reply[2]
+                if len(reply) > 3:
+                    return Appended(_record(channel, epoch, offset, reply[3]), duplicate=True)
+                found = await self.store.read(channel, offset - 1, 1)
+                if found and found[0].offset == offset:
+                    return Appended(found[0], duplicate=True)
+                raise StoreUnavailable(f"channel {channel}: offset {offset} is not readable")
+            if status == 3:
+                cfloor = reply[1]
+                found_rec = await self.store.find_cmid(channel, sender, cmid)
+                if found_rec is not None:
+                    self._stats.duplicates += 1
+                    return Appended(found_rec, duplicate=True)
+                checked = cfloor
+                continue
+            await self._init(ch)  # status 0: Redis has no meta for this channel
+        raise StoreUnavailable(f"channel {channel}: the log keeps changing; retry")
+
+    async def head(self, channel: str) -> Position:
+        ch = await self._chan(channel)
+        reply = await self._exec(ch, "HMGET", ch.meta, "epoch", "head")
+        if reply[0] is None:
+            return await self._init(ch)
+        return Position(reply[0].decode(), int(reply[1]))
+
+    async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
+        return await self._read(await self._chan(channel), after, limit)
+
+    @asynccontextmanager
+    async def open_tail(self, channel: str, after: int) -> AsyncIterator[_Tail]:
+        """Live records after ``after``; raises StoreUnavailable if the epoch changes."""
+        ch = await self._chan(channel)
+        tail = _Tail(self, ch, after)
+        ch.tails += 1
+        self._stats.tails_open += 1
+        if ch.tails == 1:
+            self._by_live[ch.live] = ch
+            await self._sub.subscribe(ch.live)
+        try:
+            yield tail
+        finally:
+            tail.closed = True
+            ch.tails -= 1
+            self._stats.tails_open -= 1
+            if ch.tails == 0:
+                self._by_live.pop(ch.live, None)
+                ch.known = None
+                ch.hot.clear()
+                ch.early.clear()
+                with trio.CancelScope(shield=True):
+                    await self._sub.unsubscribe(ch.live)
+            self._evict_idle()
+
+    def statistics(self) -> BusStatistics:
+        s = self._stats
+        return BusStatistics(
+            appends=s.appends,
+            duplicates=s.duplicates,
+            tails_open=s.tails_open,
+            channels=len(self._chans),
+            commit_batches=s.commit_batches,
+            persist_backlog=self.backlog,
+        )
+
+    async def aclose(self) -> None:
+        """Refuse new appends, write what is pending to the store (best effort), end tails."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(self.redis.timeout) as scope:
+            scope.shield = True
+            await self._persist_dirty()
+        for ch in self._chans.values():
+            ch.lot.unpark_all()
+
+    # -- the writer and auditor -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write records behind to the store and audit tails until :meth:`aclose`."""
+        task_status.started()
+        next_audit = trio.current_time() + self.audit_interval
+        while not self._closed:
+            with trio.move_on_at(min(next_audit, trio.current_time() + 1.0)):
+                await self._work.wait()
+            self._work = trio.Event()
+            if self._dirty:
+                await self._persist_dirty()
+                await trio.sleep(self.persist_interval)  # let a batch gather
+            if trio.current_time() >= next_audit:
+                next_audit = trio.current_time() + self.audit_interval
+                await self._audit()
+
+    async def _persist_dirty(self) -> None:
+        names = list(self._dirty)
+        self._dirty.clear()
+        pulled: list[tuple[_Chan, str, int, list[Record]]] = []
+        for name in names:
+            ch = self._chans.get(name)
+            if ch is None:
+                continue
+            try:
+                reply = await self._script(
+                    PULL, ch, [ch.meta, ch.log, ch.lease], self.node, self.lease_ms, self.max_batch
+                )
+            except StoreUnavailable:
+                self._dirty.add(name)
+                continue
+            if reply[0] == -1:
+                continue  # another node writes it; the audit notices if it stops
+            epoch = reply[0].decode()
+            records = [_entry(name, epoch, e) for e in reply[3]]
+            if records:
+                pulled.append((ch, epoch, records[-1].offset, records))
+            if reply[2] > (records[-1].offset if records else reply[1]):
+                self._dirty.add(name)  # more than one batch behind
+        if not pulled:
+            return
+        try:
+            await self.store.write([r for _, _, _, recs in pulled for r in recs])
+        except StoreUnavailable as exc:
+            log.warning("write-behind to the store failed; retrying", extra={"error": str(exc)})
+            self._dirty.update(ch.name for ch, _, _, _ in pulled)
+            return
+        self._stats.commit_batches += 1
+        for ch, epoch, upto, _ in pulled:
+            try:
+                await self._script(
+                    ADVANCE,
+                    ch,
+                    [ch.meta, ch.log, ch.ids, ch.lease],
+                    self.node,
+                    epoch,
+                    upto,
+                    self.hot_window,
+                )
+            except StoreUnavailable:
+                self._dirty.add(ch.name)
+
+    async def _audit(self) -> None:
+        """Notice records nobody wrote to the store, and records a tail may have missed."""
+        backlog = 0
+        for ch in list(self._chans.values()):
+            try:
+                m = await self._exec(ch, "HMGET", ch.meta, "epoch", "head", "persisted")
+            except StoreUnavailable:
+                return
+            if m[0] is None:
+                continue
+            head, persisted = int(m[1]), int(m[2])
+            backlog += head - persisted
+            if head > persisted:
+                self._dirty.add(ch.name)
+            if ch.tails and ch.known is not None and head > ch.known:
+                self._start_fill(ch)
+        self.backlog = backlog
+        if self._dirty:
+            self._work.set()
+
+    # -- live delivery ---------------------------------------------------------------------
+
+    def _on_message(self, live: str, data: bytes) -> None:
+        ch = self._by_live.get(live)
+        if ch is None:
+            return
+        epoch_b, off_b, r = data.split(b"\n", 2)
+        epoch = epoch_b.decode()
+        rec = _record(ch.name, epoch, int(off_b), r)
+        if epoch != ch.epoch:
+            ch.epoch = epoch  # the log was recreated: tails end, actors restart
+            ch.known = None
+            ch.hot.clear()
+            ch.lot.unpark_all()
+            return
+        if ch.filling or ch.known is None:
+            ch.early.append(rec)
+            return
+        if ch.push(rec):
+            ch.lot.unpark_all()
+        else:
+            ch.early.append(rec)
+            self._start_fill(ch)
+
+    def _on_subscribed(self, live: str) -> None:
+        ch = self._by_live.get(live)
+        if ch is not None:
+            self._start_fill(ch)
+
+    def _start_fill(self, ch: _Chan) -> None:
+        if ch.filling:
+            ch.refill = True
+            return
+        ch.filling = True
+        self.redis.start_soon(self._fill, ch)
+
+    async def _fill(self, ch: _Chan) -> None:
+        """Bring ``ch.known`` up to the log's head from the stream, then apply early ones."""
+        try:
+            while ch.tails:
+                ch.refill = False
+                if ch.known is None:
+                    pos = await self.head(ch.name)
+                    if pos.epoch != ch.epoch:
+                        ch.epoch = pos.epoch
+                        ch.lot.unpark_all()
+                        return
+                    ch.known = pos.offset
+                else:
+                    page = await self._stream(ch, ch.known, self.max_batch)
+                    for rec in page:
+                        if not ch.push(rec):  # trimmed past us: the rest comes from the store
+                            ch.hot.clear()
+                            ch.hot.append(rec)
+                            ch.known = rec.offset
+                    if len(page) == self.max_batch:
+                        ch.refill = True
+                early, ch.early = sorted(ch.early, key=lambda r: r.offset), []
+                for rec in early:
+                    if not ch.push(rec):
+                        ch.refill = True
+                ch.lot.unpark_all()
+                if not ch.refill:
+                    return
+        except StoreUnavailable:
+            pass  # the next (re)subscription or audit fills again
+        finally:
+            ch.filling = False
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the bus is closed")
+
+    async def _chan(self, name: str) -> _Chan:
+        self._check_open()
+        ch = self._chans.get(name)
+        if ch is not None:
+            self._chans.move_to_end(name)
+            return ch
+        ch = _Chan(self, name, "")
+        reply = await self._exec(ch, "HMGET", ch.meta, "epoch", "head", "persisted")
+        existing = self._chans.get(name)  # another task loaded it meanwhile
+        if existing is not None:
+            return existing
+        self._chans[name] = ch
+        if reply[0] is None:
+            await self._init(ch)
+        else:
+            ch.epoch = reply[0].decode()
+            if int(reply[1]) > int(reply[2]):
+                self._dirty.add(name)  # someone left records unwritten: take over
+                self._work.set()
+        self._evict_idle()
+        return ch
+
+    async def _init(self, ch: _Chan) -> Position:
+        pos = await self.store.open_log(ch.name)
+        reply = await self._script(INIT, ch, [ch.meta, ch.log, ch.ids], pos.epoch, pos.offset)
+        epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if ch.epoch and epoch != ch.epoch:
+            ch.known = None
+            ch.hot.clear()
+            ch.lot.unpark_all()
+        ch.epoch = epoch
+        return Position(epoch, int(reply[1]))
+
+    def _evict_idle(self) -> None:
+        excess = len(self._chans) - self.max_idle
+        for name in list(self._chans):
+            if excess <= 0:
+                break
+            ch = self._chans[name]
+            if ch.tails or name in self._dirty:
+                continue
+            del self._chans[name]
+            excess -= 1
+
+    async def _read(self, ch: _Chan, after: int, limit: int) -> list[Record]:
+        """Contiguous records after ``after``: from memory, the stream, or (below what the
+        stream still holds) the store; the persister may trim meanwhile, so each piece is
+        checked to start where the previous one ended."""
+        if limit <= 0:
+            return []
+        hot = ch.read_hot(after, limit)
+        if hot is not None:
+            return hot
+        out: list[Record] = []
+        cursor = after
+        for _ in range(16):
+            want = limit - len(out)
+            m, entries = await self._pipeline(
+                ch,
+                ("HMGET", ch.meta, "epoch", "head"),
+                ("XRANGE", ch.log, f"0-{cursor + 1}", "+", "COUNT", want),
+            )
+            if m[0] is None:
+                await self._init(ch)
+                continue
+            epoch, head = m[0].decode(), int(m[1])
+            if entries and int(entries[0][0][2:]) == cursor + 1:
+                return out + [_entry(ch.name, epoch, e) for e in entries]
+            if cursor >= head:
+                return out
+            older = await self.store.read(ch.name, cursor, want)  # trimmed from the stream
+            if not older or older[0].offset != cursor + 1:
+                raise StoreUnavailable(f"channel {ch.name}: the store is missing history")
+            out += older
+            cursor = out[-1].offset
+            if len(out) >= limit:
+                return out
+        raise StoreUnavailable(f"channel {ch.name}: history is being trimmed; retry")
+
+    async def _stream(self, ch: _Chan, after: int, limit: int) -> list[Record]:
+        entries = await self._exec(ch, "XRANGE", ch.log, f"0-{after + 1}", "+", "COUNT", limit)
+        return [_entry(ch.name, ch.epoch, e) for e in entries]
+
+    async def _exec(self, ch: _Chan, *args: Any) -> Any:
+        try:
+            return await self.redis.execute(*args, key=ch.meta)
+        except (RedisUnavailable, RedisError) as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    async def _pipeline(self, ch: _Chan, *commands: tuple[Any, ...]) -> list[Any]:
+        try:
+            replies = await self.redis.pipeline(commands, key=ch.meta)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+        for r in replies:
+            if isinstance(r, RedisError):
+                raise StoreUnavailable(f"Redis refused a read: {r}")
+        return replies
+
+    async def _script(self, script: Any, ch: _Chan, keys: list[str], *args: Any) -> Any:
+        try:
+            return await self.redis.run_script(script, keys, args)
+        except (RedisUnavailable, RedisError) as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+def _record(channel: str, epoch: str, offset: int, r: bytes) -> Record:
+    sender, cmid, body, ts, thread = _decode_body(r)
+    return Record(channel, offset, epoch, f"{epoch}-{offset}", sender, cmid, body, ts, thread)
+
+
+def _entry(channel: str, epoch: str, entry: list[Any]) -> Record:
+    """A stream entry ``[b"0-<offset>", [b"k", key, b"r", r]]`` as a Record."""
+    return _record(channel, epoch, int(entry[0][2:]), entry[1][3])
+
+
+class _Tail:
+    def __init__(self, bus: RedisBus, ch: _Chan, after: int) -> None:
+        self._bus = bus
+        self._ch = ch
+        self._epoch = ch.epoch
+        self._cursor = after
+        self.closed = False
+
+    def __aiter__(self) -> _Tail:
+        return self
+
+    async def __anext__(self) -> Sequence[Record]:
+        ch = self._ch
+        while True:
+            if self.closed or self._bus._closed:
+                raise StopAsyncIteration
+            if ch.epoch != self._epoch:
+                raise StoreUnavailable(f"channel {ch.name!r}: log epoch changed, tail ended")
+            known = ch.known
+            if known is not None and self._cursor < known:
+                limit = min(self._bus.max_batch, known - self._cursor)
+                batch = await self._bus._read(ch, self._cursor, limit)
+                batch = [r for r in batch if r.offset <= known]
+                if batch and ch.epoch == self._epoch:
+                    self._cursor = batch[-1].offset
+                    return batch
+            await ch.lot.park()
+
+
+@asynccontextmanager
+async def open_redis_bus(
+    redis: RedisClient, store: MessageStore, **options: Any
+) -> AsyncIterator[RedisBus]:
+    """Run a :class:`RedisBus` (its writer in a nursery owned here); close it on exit."""
+    bus = RedisBus(redis, store, **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        try:
+            yield bus
+        finally:
+            await bus.aclose()
+            nursery.cancel_scope.cancel()

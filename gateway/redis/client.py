@@ -1,0 +1,384 @@
+"""Routing over one Redis server or a Redis Cluster, reconnects with backoff, scripts,
+and sharded pub/sub.
+
+* **Topology.** The first command asks ``CLUSTER SLOTS``; a server without cluster
+  support is used as one node. In a cluster each command goes to the master of its key's
+  slot (``key=`` names the key; every key of one channel shares a ``{hash tag}``), a
+  ``MOVED`` reply updates the slot map and retries, an ``ASK`` reply is followed once.
+* **Failures.** A node that cannot be reached is not retried before a jittered,
+  exponentially growing backoff (50 ms to ``max_backoff``) has passed; meanwhile its
+  commands fail at once with :class:`RedisUnavailable`, so callers answer their clients
+  with a retryable error instead of hanging.
+* **Scripts** run with ``EVALSHA`` and fall back to ``EVAL`` on ``NOSCRIPT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from redis.crc import key_slot
+
+from gateway.redis.connection import Arg, Connection, RedisError, RedisUnavailable, encode
+
+__all__ = [
+    "RedisClient",
+    "RedisError",
+    "RedisUnavailable",
+    "Script",
+    "Subscription",
+    "open_redis",
+    "parse_url",
+]
+
+Address = tuple[str, int]
+SLOTS = 16384
+
+
+def parse_url(url: str) -> Address:
+    """``redis://host:port`` (the only form accepted; no auth or TLS yet)."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"expected redis://host:port, got {url!r}")
+    if parts.username or parts.password or parts.path not in ("", "/"):
+        raise ValueError(f"redis URL {url!r}: credentials and database numbers are not supported")
+    return parts.hostname, parts.port or 6379
+
+
+class Script:
+    """A Lua script, run by its SHA1 once the server knows it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class RedisStatistics:
+    __slots__ = ("commands", "connect_failures", "connects", "redirects")
+
+    def __init__(self) -> None:
+        self.commands = 0
+        self.connects = 0
+        self.connect_failures = 0
+        self.redirects = 0
+
+
+class RedisClient:
+    """Commands to one Redis server or cluster; connections live in ``nursery``."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        seed: Address,
+        *,
+        timeout: float = 5.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._nursery = nursery
+        self.seed = seed
+        self.timeout = timeout
+        self._max_backoff = max_backoff
+        self._conns: dict[Address, Connection] = {}
+        self._opening: dict[Address, trio.Event] = {}
+        self._down_until: dict[Address, float] = {}
+        self._backoff: dict[Address, float] = {}
+        self._down_reason: dict[Address, str] = {}
+        self.cluster: bool | None = None  # unknown until the first command
+        self._slots: list[Address] = []
+        self._topology_lock = trio.Lock()
+        self.stats = RedisStatistics()
+        self.closed = False
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def execute(self, *args: Arg, key: str | bytes | None = None) -> Any:
+        """Run one command on the node of ``key``; an error reply is raised."""
+        reply = (await self.pipeline((args,), key=key))[0]
+        if isinstance(reply, RedisError):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, key: str | bytes | None = None
+    ) -> list[Any]:
+        """Run commands whose keys share ``key``'s slot, in one round trip.
+
+        Replies come back in order; error replies are returned as :class:`RedisError`.
+        """
+        self.stats.commands += len(commands)
+        for _ in range(4):
+            addr = await self.address_of(key)
+            conn = await self.connection(addr)
+            replies = await conn.pipeline(commands)
+            moved = _redirect(replies)
+            if moved is None:
+                return replies
+            kind, slot, target = moved
+            self.stats.redirects += 1
+            if kind == "ASK":
+                conn = await self.connection(target)
+                return (await conn.pipeline([("ASKING",), *commands]))[1:]
+            self._slots[slot] = target
+            self._nursery.start_soon(self._refresh_slots)
+        raise RedisUnavailable("Redis Cluster kept redirecting; the slot map is changing")
+
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run ``script`` on the node of ``keys[0]`` (all keys must share one slot)."""
+        head: list[Arg] = [script.sha, len(keys), *keys, *args]
+        try:
+            return await self.execute("EVALSHA", *head, key=keys[0])
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.execute("EVAL", script.source, *head[1:], key=keys[0])
+
+    # -- topology ----------------------------------------------------------------------
+
+    async def address_of(self, key: str | bytes | None) -> Address:
+        """The master serving ``key`` (the seed node for a single server)."""
+        if self.cluster is None:
+            await self._discover()
+        if not self.cluster or key is None:
+            return self.seed
+        k = key.encode() if isinstance(key, str) else key
+        return self._slots[key_slot(k)]
+
+    async def _discover(self) -> None:
+        async with self._topology_lock:
+            if self.cluster is None:
+                await self._load_slots(self.seed, first=True)
+
+    async def _refresh_slots(self) -> None:
+        async with self._topology_lock:
+            for addr in [self.seed, *sorted(set(self._slots))]:
+                try:
+                    await self._load_slots(addr, first=False)
+                    return
+                except (RedisUnavailable, RedisError):
+                    continue
+
+    async def _load_slots(self, addr: Address, *, first: bool) -> None:
+        conn = await self.connection(addr)
+        reply = (await conn.pipeline([("CLUSTER", "SLOTS")]))[0]
+        if isinstance(reply, RedisError):
+            if first and "cluster support disabled" in str(reply):
+                self.cluster = False
+                return
+            raise reply
+        slots: list[Address] = [self.seed] * SLOTS
+        for entry in reply:
+            start, end, master = entry[0], entry[1], entry[2]
+            host = master[0].decode() or addr[0]
+            for s in range(start, end + 1):
+                slots[s] = (host, int(master[1]))
+        self._slots = slots
+        self.cluster = True
+
+    # -- connections -------------------------------------------------------------------
+
+    async def connection(self, addr: Address) -> Connection:
+        """The open connection to ``addr``, opened if needed (within the backoff rules)."""
+        while True:
+            if self.closed:
+                raise RedisUnavailable("the Redis client is closed")
+            conn = self._conns.get(addr)
+            if conn is not None and not conn.closed:
+                return conn
+            opening = self._opening.get(addr)
+            if opening is None:
+                break
+            await opening.wait()
+        self.check_backoff(addr)
+        event = self._opening[addr] = trio.Event()
+        try:
+            conn = await Connection.open(self._nursery, addr, timeout=self.timeout)
+        except RedisUnavailable as exc:
+            self.note_failure(addr, str(exc))
+            raise
+        finally:
+            del self._opening[addr]
+            event.set()
+        self.note_success(addr)
+        self._conns[addr] = conn
+        return conn
+
+    def check_backoff(self, addr: Address) -> None:
+        """Raise at once while ``addr`` is in its reconnect backoff."""
+        if trio.current_time() < self._down_until.get(addr, 0.0):
+            raise RedisUnavailable(self._down_reason.get(addr, "Redis is unavailable"))
+
+    def note_failure(self, addr: Address, reason: str) -> None:
+        self.stats.connect_failures += 1
+        delay = min(self._max_backoff, max(0.05, self._backoff.get(addr, 0.0) * 2))
+        self._backoff[addr] = delay
+        self._down_until[addr] = trio.current_time() + delay * random.uniform(0.5, 1.0)
+        self._down_reason[addr] = reason
+
+    def note_success(self, addr: Address) -> None:
+        self.stats.connects += 1
+        self._backoff.pop(addr, None)
+        self._down_until.pop(addr, None)
+
+    def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a background task in the client's nursery (it ends with the client)."""
+        self._nursery.start_soon(fn, *args)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for conn in self._conns.values():
+            conn.close("the Redis client is closed")
+
+
+def _redirect(replies: list[Any]) -> tuple[str, int, Address] | None:
+    for r in replies:
+        if isinstance(r, RedisError):
+            text = str(r)
+            if text.startswith(("MOVED ", "ASK ")):
+                kind, slot, target = text.split(" ", 2)
+                host, _, port = target.rpartition(":")
+                return kind, int(slot), (host, int(port))
+    return None
+
+
+class Subscription:
+    """Sharded pub/sub (``SSUBSCRIBE``) on the nodes that own each shard channel.
+
+    ``on_message(channel, data)`` is called for every message, and
+    ``on_subscribed(channel)`` every time a subscription is confirmed: the first time and
+    again after each reconnect, so the owner can read what it missed meanwhile
+    (pub/sub itself is not durable). Connections are re-made with backoff forever.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        on_message: Callable[[str, bytes], None],
+        on_subscribed: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._on_message = on_message
+        self._on_subscribed = on_subscribed
+        self._wanted: set[str] = set()
+        self._nodes: dict[Address, _SubNode] = {}
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._wanted)
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe (idempotent); returns at once, confirmation comes by callback."""
+        self._wanted.add(channel)
+        try:
+            addr = await self._client.address_of(channel)
+        except (RedisUnavailable, RedisError):
+            addr = self._client.seed  # unknown topology: the node task re-routes
+        self._node(addr).want(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        for node in self._nodes.values():
+            node.drop(channel)
+
+    def _node(self, addr: Address) -> _SubNode:
+        node = self._nodes.get(addr)
+        if node is None:
+            node = self._nodes[addr] = _SubNode(self, addr)
+            self._client.start_soon(node.run)
+        return node
+
+
+class _SubNode:
+    """One push-mode connection to one node, re-made with backoff while wanted."""
+
+    def __init__(self, sub: Subscription, addr: Address) -> None:
+        self.sub = sub
+        self.addr = addr
+        self.channels: set[str] = set()
+        self.conn: Connection | None = None
+        self.wake = trio.Event()
+
+    def want(self, channel: str) -> None:
+        self.channels.add(channel)
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            self.sub._client.start_soon(self._send, conn, ("SSUBSCRIBE", channel))
+        self.wake.set()
+
+    def drop(self, channel: str) -> None:
+        if channel in self.channels:
+            self.channels.discard(channel)
+            conn = self.conn
+            if conn is not None and not conn.closed:
+                self.sub._client.start_soon(self._send, conn, ("SUNSUBSCRIBE", channel))
+
+    async def _send(self, conn: Connection, command: tuple[str, str]) -> None:
+        with contextlib.suppress(RedisUnavailable):  # the run loop subscribes again
+            await conn.send(encode(command))
+
+    def _push(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind = reply[0]
+        if kind == b"smessage":
+            self.sub._on_message(reply[1].decode(), reply[2])
+        elif kind == b"ssubscribe":
+            channel = reply[1].decode()
+            if channel in self.channels:
+                self.sub._on_subscribed(channel)
+
+    async def run(self) -> None:
+        client = self.sub._client
+        while not client.closed:
+            if not self.channels:
+                self.wake = trio.Event()
+                await self.wake.wait()
+                continue
+            try:
+                client.check_backoff(self.addr)
+                conn = await Connection.open(
+                    client._nursery, self.addr, timeout=client.timeout, on_push=self._push
+                )
+            except RedisUnavailable as exc:
+                client.note_failure(self.addr, str(exc))
+                await trio.sleep(max(0.0, client._down_until[self.addr] - trio.current_time()))
+                continue
+            client.note_success(self.addr)
+            self.conn = conn
+            if client.cluster:
+                await self._reroute()
+            if self.channels:
+                for ch in sorted(self.channels):
+                    await self._send(conn, ("SSUBSCRIBE", ch))
+            await conn.ended.wait()
+            self.conn = None
+
+    async def _reroute(self) -> None:
+        """After a reconnect in a cluster, hand channels whose slot moved to their node."""
+        client = self.sub._client
+        await client._refresh_slots()
+        for ch in list(self.channels):
+            addr = await client.address_of(ch)
+            if addr != self.addr:
+                self.channels.discard(ch)
+                self.sub._node(addr).want(ch)
+
+
+@asynccontextmanager
+async def open_redis(
+    url: str, *, timeout: float = 5.0, max_backoff: float = 2.0
+) -> AsyncIterator[RedisClient]:
+    """A :class:`RedisClient` for ``redis://host:port``; closed (with its tasks) on exit."""
+    seed = parse_url(url)
+    async with trio.open_nursery() as nursery:
+        client = RedisClient(nursery, seed, timeout=timeout, max_backoff=max_backoff)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
