@@ -129,7 +129,7 @@ class ChannelActor:
                 ):
                     if rec.offset <= head.offset:
                         self._window.append(_Entry(rec))
-            async with self._bus.open_tail(self.name, self.offset) as tail:
+            async with self._bus.open_tail(self.name, self.offset, self._remote) as tail:
                 task_status.started(self)
                 async for batch in tail:
                     self._fanout(batch)
@@ -271,8 +271,20 @@ class ChannelActor:
         if not self.subscriber_count:
             self.empty_since = time.monotonic()
 
-    def typing(self, sender: Subscriber, user: str) -> bool:
-        """Fan out an ephemeral typing event; throttled per user. Never stored."""
+    def typing(self, sender: Subscriber | None, user: str) -> bool:
+        """Fan out an ephemeral typing event here and on the other nodes; throttled per
+        user. Never stored."""
+        if not self._typing_here(sender, user):
+            return False
+        self._bus.ephemeral(self.name, "typing", user)
+        return True
+
+    def _remote(self, kind: str, user: str) -> None:
+        """An ephemeral event from another node's subscriber."""
+        if kind == "typing":
+            self._typing_here(None, user)
+
+    def _typing_here(self, sender: Subscriber | None, user: str) -> bool:
         now = time.monotonic()
         last = self._typing_last.get(user)
         if last is not None and now - last < TYPING_THROTTLE:

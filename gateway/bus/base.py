@@ -7,7 +7,7 @@ and, later, Redis Streams. Every adapter passes ``tests/contract/test_bus_contra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -15,7 +15,9 @@ import msgspec
 
 from gateway.model import Position, Record
 
-__all__ = ["Appended", "Bus", "BusStatistics"]
+__all__ = ["Appended", "Bus", "BusStatistics", "EphemeralHandler"]
+
+EphemeralHandler = Callable[[str, str], None]  # (kind, user)
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -63,9 +65,26 @@ class Bus(Protocol):
         ...
 
     def open_tail(
-        self, channel: str, after: int
+        self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[Sequence[Record]]]:
-        """Live records with ``offset > after``, in order, in batches."""
+        """Live records with ``offset > after``, in order, in batches.
+
+        ``on_ephemeral(kind, user)`` is called for ephemeral events that *other nodes*
+        sent with :meth:`ephemeral` on this channel while the tail is open.
+        """
+        ...
+
+    def ephemeral(self, channel: str, kind: str, user: str) -> None:
+        """Tell the other nodes' tails of ``channel`` about an ephemeral event (typing).
+
+        Fire and forget: never stored, never replayed, dropped when the bus is busy or
+        down. A bus of one process has no other nodes and does nothing.
+        """
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`gateway.errors.StoreUnavailable` if appends cannot succeed now
+        (for ``/readyz``)."""
         ...
 
     def statistics(self) -> BusStatistics: ...

@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from gateway.bus.base import Appended, BusStatistics
+from gateway.bus.base import Appended, BusStatistics, EphemeralHandler
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
 from gateway.store.base import MessageStore
@@ -221,8 +221,17 @@ class MemoryBus:
         """Committed records with ``offset > after``, in order, at most ``limit``."""
         return await self._read(await self._channel(channel), after, limit)
 
+    async def check(self) -> None:
+        """Ready while the writer runs."""
+        self._check_open()
+
+    def ephemeral(self, channel: str, kind: str, user: str) -> None:
+        """One process, no other nodes: nothing to do."""
+
     @asynccontextmanager
-    async def open_tail(self, channel: str, after: int) -> AsyncIterator[_Tail]:
+    async def open_tail(
+        self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
+    ) -> AsyncIterator[_Tail]:
         """Live records with ``offset > after``, in order, in batches of <= ``max_batch``.
 
         Iteration stops when the bus closes; it raises :class:`StoreUnavailable` if the

@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 import trio
 
-from gateway.bus.base import Appended, BusStatistics
+from gateway.bus.base import Appended, BusStatistics, EphemeralHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
@@ -72,6 +72,7 @@ class _Chan:
         self.filling = False
         self.refill = False
         self.early: list[Record] = []  # published before the first fill finished
+        self.handlers: list[EphemeralHandler] = []  # of the open tails
 
     def push(self, rec: Record) -> bool:
         """Apply a record in offset order; False if it leaves a gap (fill needed)."""
@@ -132,6 +133,8 @@ class RedisBus:
         self._closed = False
         self._stats = BusStatistics()
         self.backlog = 0  # records in Redis not yet in the store (channels loaded here)
+        self._ephemeral_inflight = 0
+        self._stats_dropped_ephemeral = 0
 
     # -- Bus -----------------------------------------------------------------------------
 
@@ -185,11 +188,44 @@ class RedisBus:
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         return await self._read(await self._chan(channel), after, limit)
 
+    async def check(self) -> None:
+        """Ready while Redis answers a PING (the seed node; in a cluster, every master)."""
+        self._check_open()
+        try:
+            await self.redis.execute("PING")
+            for addr in sorted(set(self.redis._slots)) if self.redis.cluster else ():
+                conn = await self.redis.connection(addr)
+                await conn.execute("PING")
+        except (RedisUnavailable, RedisError) as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+
+    def ephemeral(self, channel: str, kind: str, user: str) -> None:
+        """Publish on the channel's shard channel, in the background; dropped on error."""
+        ch = self._chans.get(channel)
+        if ch is None or self._closed or self._ephemeral_inflight >= 1000:
+            self._stats_dropped_ephemeral += 1
+            return
+        self._ephemeral_inflight += 1
+        data = f"~\n{self.node}\n{kind}\n{user}"
+        self.redis.start_soon(self._send_ephemeral, ch, data)
+
+    async def _send_ephemeral(self, ch: _Chan, data: str) -> None:
+        try:
+            await self._exec(ch, "SPUBLISH", ch.live, data)
+        except StoreUnavailable:
+            self._stats_dropped_ephemeral += 1
+        finally:
+            self._ephemeral_inflight -= 1
+
     @asynccontextmanager
-    async def open_tail(self, channel: str, after: int) -> AsyncIterator[_Tail]:
+    async def open_tail(
+        self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
+    ) -> AsyncIterator[_Tail]:
         """Live records after ``after``; raises StoreUnavailable if the epoch changes."""
         ch = await self._chan(channel)
         tail = _Tail(self, ch, after)
+        if on_ephemeral is not None:
+            ch.handlers.append(on_ephemeral)
         ch.tails += 1
         self._stats.tails_open += 1
         if ch.tails == 1:
@@ -199,6 +235,8 @@ class RedisBus:
             yield tail
         finally:
             tail.closed = True
+            if on_ephemeral is not None:
+                ch.handlers.remove(on_ephemeral)
             ch.tails -= 1
             self._stats.tails_open -= 1
             if ch.tails == 0:
@@ -320,6 +358,12 @@ class RedisBus:
     def _on_message(self, live: str, data: bytes) -> None:
         ch = self._by_live.get(live)
         if ch is None:
+            return
+        if data.startswith(b"~\n"):  # ephemeral: ~ LF node LF kind LF user
+            _, node, kind, user = data.decode(errors="replace").split("\n", 3)
+            if node != self.node:
+                for handler in list(ch.handlers):
+                    handler(kind, user)
             return
         epoch_b, off_b, r = data.split(b"\n", 2)
         epoch = epoch_b.decode()

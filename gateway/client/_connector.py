@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 import trio_websocket
@@ -51,7 +51,7 @@ class Connector:
     def __init__(
         self,
         state: State,
-        url: str,
+        url: str | Sequence[str],
         token: TokenSource,
         *,
         reconnect: bool,
@@ -61,7 +61,10 @@ class Connector:
         ssl_context: ssl.SSLContext | None,
     ) -> None:
         self._state = state
-        self._url = url
+        self._urls = [url] if isinstance(url, str) else list(url)
+        if not self._urls:
+            raise ValueError("open_client needs at least one URL")
+        self._url_index = 0  # the next connection tries the next URL (failover)
         self._token = token
         self._reconnect = reconnect
         self._backoff_initial = backoff_initial
@@ -116,8 +119,10 @@ class Connector:
         scope = trio.CancelScope()
         try:
             with scope:
+                url = self._urls[self._url_index % len(self._urls)]
+                self._url_index += 1
                 async with trio_websocket.open_websocket_url(
-                    self._url,
+                    url,
                     self._ssl_context,
                     subprotocols=[st.codec.subprotocol],
                     connect_timeout=self._connect_timeout,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 
@@ -61,7 +61,7 @@ class Client:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: TokenSource,
         *,
         codec: str,
@@ -302,7 +302,7 @@ class Client:
 
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     token: TokenSource,
     *,
     codec: str = "msgpack",
@@ -316,6 +316,9 @@ async def open_client(
 ) -> AsyncIterator[Client]:
     """Connect to the gateway at ``url`` (``ws://host:port/ws`` or ``wss://...``) and
     yield a ready, authenticated :class:`Client`.
+
+    ``url`` may be a list of node URLs: each new connection tries the next one, so a
+    client whose node died resumes on another (behind a load balancer, one URL does).
 
     ``token`` is a JWT or an async callable returning a fresh one for each connection
     (use one when tokens expire: the server closes with 4105 at expiry and the SDK

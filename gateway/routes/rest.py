@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -47,6 +48,15 @@ def create_rest_app(node: Node) -> QuartTrio:
     async def readyz() -> Response:
         if node.draining:
             return _ok({"status": "draining", "node": node.node_id}, status=503)
+        reason = "the bus did not answer within 2 s"
+        with trio.move_on_after(2.0):
+            try:
+                await node.bus.check()
+                reason = ""
+            except GatewayError as exc:
+                reason = exc.message
+        if reason:
+            return _ok({"status": "unavailable", "node": node.node_id, "reason": reason}, 503)
         return _ok({"status": "ready", "node": node.node_id, **node.statistics()})
 
     @app.get("/metrics")

@@ -38,13 +38,16 @@ class LogOnly:
 
     @asynccontextmanager
     async def open_tail(
-        self, channel: str, after: int
+        self, channel: str, after: int, on_ephemeral: object = None
     ) -> AsyncIterator[AsyncIterator[Sequence[Record]]]:
         async def nothing() -> AsyncIterator[Sequence[Record]]:
             await trio.sleep_forever()
             yield []
 
         yield nothing()
+
+    def ephemeral(self, channel: str, kind: str, user: str) -> None:
+        return None
 
     def statistics(self) -> BusStatistics:
         return BusStatistics()
