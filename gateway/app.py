@@ -89,7 +89,11 @@ async def open_bus(settings: Settings, store: MessageStore) -> AsyncIterator[Bus
     async with (
         open_redis(settings.redis_url, timeout=settings.redis_timeout) as redis,
         open_redis_bus(
-            redis, store, prefix=settings.redis_prefix, hot_window=settings.hot_window
+            redis,
+            store,
+            prefix=settings.redis_prefix,
+            hot_window=settings.hot_window,
+            events_maxlen=settings.redis_events_maxlen,
         ) as rbus,
     ):
         yield rbus

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, token, chat."""
+"""The ``gateway`` command: serve, token, chat, events."""
 
 from __future__ import annotations
 
@@ -70,6 +70,46 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _events(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import socket
+
+    import trio
+
+    from gateway.config import Settings, SettingsError
+    from gateway.integrations import Event, consume_events, ensure_group
+    from gateway.redis import RedisError, RedisUnavailable, open_redis
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print("gateway: events need GATEWAY_REDIS_URL (the Redis bus)", file=sys.stderr)
+        return 2
+    consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    async def printer(event_id: str, event: Event) -> None:
+        print(json.dumps({"event_id": event_id, **event}), flush=True)
+
+    async def run() -> None:
+        async with open_redis(settings.redis_url, timeout=settings.redis_timeout + 2) as redis:
+            prefix = settings.redis_prefix
+            await ensure_group(redis, prefix, args.group, from_start=args.from_start)
+            await consume_events(redis, prefix, args.group, consumer, printer)
+
+    try:
+        trio.run(run)
+    except (RedisUnavailable, RedisError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="Realtime chat gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("chat", help="talk to a running gateway from the terminal")
     chat.configure_parser(p)
     p.set_defaults(func=chat.run)
+
+    p = sub.add_parser(
+        "events", help="consume the integration event stream (Redis bus) as JSON lines"
+    )
+    p.add_argument("--group", required=True, help="consumer group (created if missing)")
+    p.add_argument("--consumer", default="", help="consumer name (default host-pid)")
+    p.add_argument(
+        "--from-start", action="store_true", help="a new group starts at the oldest event"
+    )
+    p.set_defaults(func=_events)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

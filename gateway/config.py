@@ -50,6 +50,7 @@ class Settings:
     redis_url: str = ""  # redis://host:port of one server, or of any node of a cluster
     redis_prefix: str = "gw"  # namespace of every key this deployment writes
     redis_timeout: float = 5.0  # connect/command timeout; a slower Redis counts as down
+    redis_events_maxlen: int = 100_000  # integration event stream length; 0 turns it off
     # auth
     jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
     jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
@@ -120,6 +121,8 @@ class Settings:
             raise SettingsError("GATEWAY_REDIS_PREFIX must be 1-32 of A-Z a-z 0-9 _ . -")
         if not 0 < self.redis_timeout <= 60:
             raise SettingsError("GATEWAY_REDIS_TIMEOUT must be in (0, 60] seconds")
+        if self.redis_events_maxlen < 0:
+            raise SettingsError("GATEWAY_REDIS_EVENTS_MAXLEN must be 0 (off) or more")
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

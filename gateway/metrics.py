@@ -62,6 +62,19 @@ class Metrics:
             registry=r,
         )
         self.auth_failures = Counter("gateway_auth_failures", "Refused tokens", registry=r)
+        self.bus_tails = Gauge(
+            "gateway_bus_tails", "Channel logs this node is reading (open tails)", registry=r
+        )
+        self.bus_backlog = Gauge(
+            "gateway_bus_persist_backlog",
+            "Accepted messages not yet written to the message store (Redis bus)",
+            registry=r,
+        )
+
+    def observe_bus(self, tails: int, backlog: int) -> None:
+        """Refresh the bus gauges (called at scrape time)."""
+        self.bus_tails.set(tails)
+        self.bus_backlog.set(backlog)
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

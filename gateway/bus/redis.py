@@ -112,6 +112,7 @@ class RedisBus:
         audit_interval: float = 1.0,
         lease_ms: int = 5000,
         max_idle_channels: int = 1000,
+        events_maxlen: int = 100_000,
     ) -> None:
         if hot_window < 1 or max_batch < 1:
             raise ValueError("hot_window and max_batch must be at least 1")
@@ -124,6 +125,8 @@ class RedisBus:
         self.audit_interval = audit_interval
         self.lease_ms = lease_ms
         self.max_idle = max_idle_channels
+        self.events_maxlen = events_maxlen  # 0: no integration event stream
+        self.events_key = f"{prefix}:events"
         self.node = uuid.uuid4().hex
         self._chans: OrderedDict[str, _Chan] = OrderedDict()
         self._by_live: dict[str, _Chan] = {}
@@ -134,6 +137,7 @@ class RedisBus:
         self._stats = BusStatistics()
         self.backlog = 0  # records in Redis not yet in the store (channels loaded here)
         self._ephemeral_inflight = 0
+        self._persisting = trio.Lock()
         self._stats_dropped_ephemeral = 0
 
     # -- Bus -----------------------------------------------------------------------------
@@ -288,6 +292,10 @@ class RedisBus:
                 await self._audit()
 
     async def _persist_dirty(self) -> None:
+        async with self._persisting:  # one batch at a time: events stay in log order
+            await self._persist_batch()
+
+    async def _persist_batch(self) -> None:
         names = list(self._dirty)
         self._dirty.clear()
         pulled: list[tuple[_Chan, str, int, list[Record]]] = []
@@ -318,6 +326,9 @@ class RedisBus:
             log.warning("write-behind to the store failed; retrying", extra={"error": str(exc)})
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
             return
+        if not await self._emit_events([r for _, _, _, recs in pulled for r in recs]):
+            self._dirty.update(ch.name for ch, _, _, _ in pulled)
+            return
         self._stats.commit_batches += 1
         for ch, epoch, upto, _ in pulled:
             try:
@@ -332,6 +343,32 @@ class RedisBus:
                 )
             except StoreUnavailable:
                 self._dirty.add(ch.name)
+
+    async def _emit_events(self, records: list[Record]) -> bool:
+        """``message.created`` on the integration stream, once a record is in the store.
+
+        At least once: a writer that dies before advancing ``persisted`` leaves the batch
+        to be written and emitted again, so consumers de-duplicate by ``id``.
+        """
+        if not self.events_maxlen or not records:
+            return True
+        commands = [
+            (
+                "XADD", self.events_key, "MAXLEN", "~", self.events_maxlen, "*",
+                "type", "message.created", "channel", r.channel, "id", r.id,
+                "offset", r.offset, "epoch", r.epoch, "sender", r.sender, "ts", r.ts,
+                "thread", r.thread or "", "body", r.body,
+            )
+            for r in records
+        ]  # fmt: skip
+        return await self._emit(commands)
+
+    async def _emit(self, commands: list[tuple[Any, ...]]) -> bool:
+        try:
+            replies = await self.redis.pipeline(commands, key=self.events_key)
+        except RedisUnavailable:
+            return False
+        return not any(isinstance(r, RedisError) for r in replies)
 
     async def _audit(self) -> None:
         """Notice records nobody wrote to the store, and records a tail may have missed."""
@@ -459,6 +496,10 @@ class RedisBus:
     async def _init(self, ch: _Chan) -> Position:
         pos = await self.store.open_log(ch.name)
         reply = await self._script(INIT, ch, [ch.meta, ch.log, ch.ids], pos.epoch, pos.offset)
+        if len(reply) > 2 and pos.offset == 0 and self.events_maxlen:  # this call created it
+            event = ("type", "channel.created", "channel", ch.name, "epoch", pos.epoch)
+            key = self.events_key
+            await self._emit([("XADD", key, "MAXLEN", "~", self.events_maxlen, "*", *event)])
         epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if ch.epoch and epoch != ch.epoch:
             ch.known = None

@@ -21,7 +21,7 @@ __all__ = ["ADVANCE", "APPEND", "INIT", "PULL"]
 
 # KEYS: meta, log, ids   ARGV: epoch, head (the message store's position)
 # Creates the channel's meta from the store's position unless it exists; returns
-# {epoch, head} as they are now.
+# {epoch, head} as they are now, and a third element 1 if this call created it.
 INIT = Script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local m = redis.call('HMGET', KEYS[1], 'epoch', 'head')
@@ -30,7 +30,7 @@ end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[2], 'persisted', ARGV[2],
            'trimmed', ARGV[2], 'cfloor', ARGV[2])
-return {ARGV[1], tonumber(ARGV[2])}
+return {ARGV[1], tonumber(ARGV[2]), 1}
 """)
 
 # KEYS: meta, log, ids, live   ARGV: sender NUL cmid, r, checked
