@@ -25,6 +25,15 @@ from tests.conftest import make_settings, token
 TIMEOUT = 30
 
 
+@pytest.fixture(params=["server", "cluster"])
+def any_redis(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against one Redis server and against a 3-master cluster."""
+    if request.param == "server":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return str(request.getfixturevalue("redis_cluster").url)
+
+
 @asynccontextmanager
 async def open_nodes(
     tmp_path: Path, redis_url: str, n: int = 2, **kw: Any
@@ -39,10 +48,10 @@ async def open_nodes(
         yield nodes
 
 
-async def test_clients_on_different_nodes_share_one_log(tmp_path: Path, redis_url: str) -> None:
+async def test_clients_on_different_nodes_share_one_log(tmp_path: Path, any_redis: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            open_nodes(tmp_path, redis_url, 3) as (a, b, c),
+            open_nodes(tmp_path, any_redis, 3) as (a, b, c),
             open_client(a.ws_url, token("alice")) as alice,
             open_client(b.ws_url, token("bob"), codec="json") as bob,
             open_client(c.ws_url, token("carol")) as carol,
@@ -67,10 +76,10 @@ async def test_clients_on_different_nodes_share_one_log(tmp_path: Path, redis_ur
 
 
 async def test_concurrent_publishers_on_all_nodes_agree_on_order(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, any_redis: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_nodes(tmp_path, redis_url, 3) as nodes, AsyncExitStack() as stack:
+        async with open_nodes(tmp_path, any_redis, 3) as nodes, AsyncExitStack() as stack:
             clients = [
                 await stack.enter_async_context(open_client(n.ws_url, token(f"u{i}")))
                 for i, n in enumerate(nodes)
@@ -96,11 +105,11 @@ async def test_concurrent_publishers_on_all_nodes_agree_on_order(
                 assert mine == [f"{i}:{j}" for j in range(40)]
 
 
-async def test_catch_up_on_another_node(tmp_path: Path, redis_url: str) -> None:
+async def test_catch_up_on_another_node(tmp_path: Path, any_redis: str) -> None:
     """Bob reads on node A, drops, and resubscribes on node B from his position."""
     with trio.fail_after(TIMEOUT):
         async with (
-            open_nodes(tmp_path, redis_url, 2) as (a, b),
+            open_nodes(tmp_path, any_redis, 2) as (a, b),
             open_client(a.ws_url, token("alice")) as alice,
         ):
             await alice.subscribe("general")
@@ -123,12 +132,12 @@ async def test_catch_up_on_another_node(tmp_path: Path, redis_url: str) -> None:
 
 
 async def test_catch_up_from_the_store_after_the_stream_was_trimmed(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, any_redis: str
 ) -> None:
     """With a hot window of 5, older history comes from the message store."""
     with trio.fail_after(TIMEOUT):
         async with (
-            open_nodes(tmp_path, redis_url, 2, hot_window=5) as (a, b),
+            open_nodes(tmp_path, any_redis, 2, hot_window=5) as (a, b),
             open_client(a.ws_url, token("alice")) as alice,
         ):
             await alice.subscribe("general")
@@ -163,11 +172,11 @@ async def _trimmed(gw: Gateway) -> bool:
 
 
 async def test_a_node_reads_only_channels_it_has_subscribers_for(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, any_redis: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            open_nodes(tmp_path, redis_url, 2, channel_idle_timeout=0.2) as (a, b),
+            open_nodes(tmp_path, any_redis, 2, channel_idle_timeout=0.2) as (a, b),
             open_client(a.ws_url, token("alice")) as alice,
         ):
             await alice.subscribe("only-a")
@@ -183,10 +192,10 @@ async def test_a_node_reads_only_channels_it_has_subscribers_for(
                 await trio.sleep(0.05)
 
 
-async def test_typing_is_not_replayed_across_nodes(tmp_path: Path, redis_url: str) -> None:
+async def test_typing_is_not_replayed_across_nodes(tmp_path: Path, any_redis: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            open_nodes(tmp_path, redis_url, 2) as (a, b),
+            open_nodes(tmp_path, any_redis, 2) as (a, b),
             open_client(a.ws_url, token("alice")) as alice,
             open_client(b.ws_url, token("bob"), **FAST) as bob,
         ):
@@ -203,9 +212,8 @@ async def test_typing_is_not_replayed_across_nodes(tmp_path: Path, redis_url: st
                 assert isinstance(first, MessageEvent)  # history only: typing is not stored
 
 
-@pytest.mark.parametrize("n", [2])
-async def test_readyz_reports_redis(tmp_path: Path, redis_url: str, n: int) -> None:
-    async with open_nodes(tmp_path, redis_url, n) as nodes, httpx.AsyncClient() as http:
+async def test_readyz_reports_redis(tmp_path: Path, any_redis: str) -> None:
+    async with open_nodes(tmp_path, any_redis, 2) as nodes, httpx.AsyncClient() as http:
         for gw in nodes:
             r = await http.get(f"{gw.http_url}/readyz")
             assert r.status_code == 200 and r.json()["status"] == "ready"
