@@ -19,13 +19,14 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 from redis.crc import key_slot
 
-from gateway.redis.connection import Arg, Connection, RedisError, RedisUnavailable, encode
+from gateway.redis.connection import Arg, Connection, RedisError, RedisUnavailable, encode, redirect
 
 __all__ = [
     "RedisClient",
@@ -42,13 +43,19 @@ SLOTS = 16384
 
 
 def parse_url(url: str) -> Address:
-    """``redis://host:port`` (the only form accepted; no auth or TLS yet)."""
-    parts = urlsplit(url)
+    """``redis://host:port`` (the only form accepted; no auth, TLS or database numbers)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a bad port or IPv6 literal: say which URL
+        raise ValueError(f"redis URL {url!r}: {exc}") from None
     if parts.scheme != "redis" or not parts.hostname:
         raise ValueError(f"expected redis://host:port, got {url!r}")
     if parts.username or parts.password or parts.path not in ("", "/"):
         raise ValueError(f"redis URL {url!r}: credentials and database numbers are not supported")
-    return parts.hostname, parts.port or 6379
+    if parts.query or parts.fragment:  # ?db=2, ?password=...: refused, not ignored
+        raise ValueError(f"redis URL {url!r}: query parameters are not supported")
+    return parts.hostname, port or 6379
 
 
 class Script:
@@ -59,14 +66,12 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+@dataclass(slots=True)
 class RedisStatistics:
-    __slots__ = ("commands", "connect_failures", "connects", "redirects")
-
-    def __init__(self) -> None:
-        self.commands = 0
-        self.connects = 0
-        self.connect_failures = 0
-        self.redirects = 0
+    commands: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    redirects: int = 0
 
 
 class RedisClient:
@@ -112,20 +117,24 @@ class RedisClient:
         Replies come back in order; error replies are returned as :class:`RedisError`.
         """
         self.stats.commands += len(commands)
+        addr = await self.address_of(key)
         for _ in range(4):
-            addr = await self.address_of(key)
             conn = await self.connection(addr)
             replies = await conn.pipeline(commands)
-            moved = _redirect(replies)
+            moved = redirect(replies)
             if moved is None:
                 return replies
-            kind, slot, target = moved
+            kind, slot, addr = moved  # retry there (also when no key= was given)
             self.stats.redirects += 1
-            if kind == "ASK":
-                conn = await self.connection(target)
-                return (await conn.pipeline([("ASKING",), *commands]))[1:]
-            self._slots[slot] = target
-            self._nursery.start_soon(self._refresh_slots)
+            if kind == "ASK":  # one-off: ASKING applies to the next command only
+                asked = [i for i, r in enumerate(replies) if redirect([r])]
+                conn = await self.connection(addr)
+                again = await conn.pipeline([c for i in asked for c in (("ASKING",), commands[i])])
+                for i, reply in zip(asked, again[1::2], strict=True):
+                    replies[i] = reply
+                return replies
+            self._slots[slot] = addr
+            self._nursery.start_soon(self._refresh_slots, addr)  # it knows the slot is its own
         raise RedisUnavailable("Redis Cluster kept redirecting; the slot map is changing")
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
@@ -154,9 +163,9 @@ class RedisClient:
             if self.cluster is None:
                 await self._load_slots(self.seed, first=True)
 
-    async def _refresh_slots(self) -> None:
+    async def _refresh_slots(self, *first: Address) -> None:
         async with self._topology_lock:
-            for addr in [self.seed, *sorted(set(self._slots))]:
+            for addr in [*first, self.seed, *sorted(set(self._slots))]:
                 try:
                     await self._load_slots(addr, first=False)
                     return
@@ -235,17 +244,6 @@ class RedisClient:
             conn.close("the Redis client is closed")
 
 
-def _redirect(replies: list[Any]) -> tuple[str, int, Address] | None:
-    for r in replies:
-        if isinstance(r, RedisError):
-            text = str(r)
-            if text.startswith(("MOVED ", "ASK ")):
-                kind, slot, target = text.split(" ", 2)
-                host, _, port = target.rpartition(":")
-                return kind, int(slot), (host, int(port))
-    return None
-
-
 class Subscription:
     """Sharded pub/sub (``SSUBSCRIBE``) on the nodes that own each shard channel.
 
@@ -304,6 +302,8 @@ class _SubNode:
         self.wake = trio.Event()
 
     def want(self, channel: str) -> None:
+        if channel in self.channels:
+            return  # subscribed or on its way: no second SSUBSCRIBE, no second callback
         self.channels.add(channel)
         conn = self.conn
         if conn is not None and not conn.closed:
@@ -322,15 +322,34 @@ class _SubNode:
             await conn.send(encode(command))
 
     def _push(self, reply: Any) -> None:
+        moved = redirect([reply])  # MOVED: an SSUBSCRIBE reached a former owner
+        if moved is not None and moved[0] == "MOVED":
+            _, slot, addr = moved
+            if self.sub._client._slots:  # else the topology is still unknown
+                self.sub._client._slots[slot] = addr
+            for ch in [c for c in self.channels if key_slot(c.encode()) == slot]:
+                self._hand_over(ch, addr)
         if not isinstance(reply, list) or len(reply) < 3:
             return
-        kind = reply[0]
+        kind, channel = reply[0], reply[1].decode()
+        if channel not in self.channels:
+            return  # unsubscribed, or handed to another node, meanwhile
         if kind == b"smessage":
-            self.sub._on_message(reply[1].decode(), reply[2])
+            self.sub._on_message(channel, reply[2])
         elif kind == b"ssubscribe":
-            channel = reply[1].decode()
-            if channel in self.channels:
-                self.sub._on_subscribed(channel)
+            self.sub._on_subscribed(channel)
+        elif kind == b"sunsubscribe" and self.sub._client.cluster:  # unasked: slot moved
+            self.sub._client.start_soon(self._moved, channel)
+
+    async def _moved(self, channel: str) -> None:
+        """Subscribe ``channel`` where its slot lives now (a stale map gets a MOVED)."""
+        await self.sub._client._refresh_slots()
+        if channel in self.channels:
+            self._hand_over(channel, await self.sub._client.address_of(channel))
+
+    def _hand_over(self, channel: str, addr: Address) -> None:
+        self.channels.discard(channel)
+        self.sub._node(addr).want(channel)  # this node again, if the map says so
 
     async def run(self) -> None:
         client = self.sub._client
@@ -365,8 +384,7 @@ class _SubNode:
         for ch in list(self.channels):
             addr = await client.address_of(ch)
             if addr != self.addr:
-                self.channels.discard(ch)
-                self.sub._node(addr).want(ch)
+                self._hand_over(ch, addr)
 
 
 @asynccontextmanager

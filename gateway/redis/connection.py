@@ -19,7 +19,7 @@ from typing import Any
 import hiredis
 import trio
 
-__all__ = ["Arg", "Connection", "RedisError", "RedisUnavailable", "encode"]
+__all__ = ["Arg", "Connection", "RedisError", "RedisUnavailable", "encode", "redirect"]
 
 Arg = bytes | str | int | float
 
@@ -47,6 +47,18 @@ def encode(args: Sequence[Arg]) -> bytes:
             b = str(a).encode()
         parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(parts)
+
+
+def redirect(replies: Sequence[Any]) -> tuple[str, int, tuple[str, int]] | None:
+    """The first ``MOVED``/``ASK`` error reply in ``replies``: (kind, slot, (host, port))."""
+    for r in replies:
+        if isinstance(r, RedisError):
+            text = str(r)
+            if text.startswith(("MOVED ", "ASK ")):
+                kind, slot, target = text.split(" ", 2)
+                host, _, port = target.rpartition(":")
+                return kind, int(slot), (host, int(port))
+    return None
 
 
 class _Waiter:
@@ -114,6 +126,8 @@ class Connection:
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send several commands at once; replies in order, error replies as values."""
+        if not commands:
+            return []  # no reply would ever come: do not wait for one
         if self.closed:
             raise RedisUnavailable(self.error or "connection closed")
         waiter = _Waiter(len(commands))
