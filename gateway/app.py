@@ -23,6 +23,9 @@ from gateway.bus.memory import open_memory_bus
 from gateway.bus.redis import open_redis_bus
 from gateway.config import Settings
 from gateway.metrics import Metrics
+from gateway.presence.base import Presence
+from gateway.presence.memory import open_memory_presence
+from gateway.presence.redis import open_redis_presence
 from gateway.redis import open_redis
 from gateway.routes.http import serve_rest
 from gateway.routes.rest import create_rest_app
@@ -80,11 +83,16 @@ def _verifier(settings: Settings) -> TokenVerifier:
 
 
 @asynccontextmanager
-async def open_bus(settings: Settings, store: MessageStore) -> AsyncIterator[Bus]:
-    """The in-process bus, or the Redis Streams bus when ``redis_url`` is set."""
+async def open_backends(
+    settings: Settings, store: MessageStore
+) -> AsyncIterator[tuple[Bus, Presence]]:
+    """The in-process bus and presence, or both on Redis when ``redis_url`` is set."""
     if not settings.redis_url:
-        async with open_memory_bus(store, hot_window=settings.hot_window) as bus:
-            yield bus
+        async with (
+            open_memory_bus(store, hot_window=settings.hot_window) as bus,
+            open_memory_presence(ttl=settings.presence_ttl) as presence,
+        ):
+            yield bus, presence
         return
     async with (
         open_redis(settings.redis_url, timeout=settings.redis_timeout) as redis,
@@ -95,8 +103,11 @@ async def open_bus(settings: Settings, store: MessageStore) -> AsyncIterator[Bus
             hot_window=settings.hot_window,
             events_maxlen=settings.redis_events_maxlen,
         ) as rbus,
+        open_redis_presence(
+            redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl
+        ) as rpresence,
     ):
-        yield rbus
+        yield rbus, rpresence
 
 
 @asynccontextmanager
@@ -115,11 +126,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             durability=settings.sqlite_durability,
             fsync_interval=settings.sqlite_fsync_interval,
         ) as store,
-        open_bus(settings, store) as bus,
+        open_backends(settings, store) as (bus, presence),
         trio.open_nursery() as nursery,
     ):
         metrics = Metrics()
-        node = Node(settings, nursery, bus, verifier, metrics)
+        node = Node(settings, nursery, bus, verifier, metrics, presence=presence)
         ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
         restarts: list[int] = []
         app = create_rest_app(node)

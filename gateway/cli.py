@@ -65,6 +65,7 @@ def _token(args: argparse.Namespace) -> int:
             channels=channels,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            admin=args.admin,
         )
     )
     return 0
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", required=True)
     p.add_argument("--channels", default="", help="comma-separated channel globs (default all)")
     p.add_argument("--ttl", type=float, default=86400.0, help="seconds until expiry")
+    p.add_argument("--admin", action="store_true", help="add gateway_admin: true (revocations)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_token)
 

@@ -34,6 +34,7 @@ class Limits:
     error_strikes: int = 50  # protocol errors tolerated before the connection is closed
     outbox_max_bytes: int = 1024 * 1024  # queued outgoing bytes before shedding
     replay_max: int = 10_000  # messages replayed on one subscribe before "truncated"
+    max_presence_watch: int = 200  # users one connection may follow with presence_watch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class Settings:
     auth_timeout: float = 10.0  # no successful auth within this -> close 4002
     drain_timeout: float = 10.0  # graceful shutdown budget
     channel_idle_timeout: float = 60.0  # channel actor with no subscribers stops
+    presence_ttl: float = 30.0  # a dead node's devices stop counting after this long
+    revocation_ttl: float = 86400.0  # a revocation bars the user this long (> token life)
     hot_window: int = 1000  # messages kept in memory per channel actor
     max_connections: int = 50_000
     log_level: str = "INFO"
@@ -121,6 +124,10 @@ class Settings:
             raise SettingsError("GATEWAY_REDIS_PREFIX must be 1-32 of A-Z a-z 0-9 _ . -")
         if not 0 < self.redis_timeout <= 60:
             raise SettingsError("GATEWAY_REDIS_TIMEOUT must be in (0, 60] seconds")
+        if not 1 <= self.revocation_ttl <= 366 * 86400:
+            raise SettingsError("GATEWAY_REVOCATION_TTL must be in [1, 31622400] seconds")
+        if not 3 <= self.presence_ttl <= 3600:
+            raise SettingsError("GATEWAY_PRESENCE_TTL must be in [3, 3600] seconds")
         if self.redis_events_maxlen < 0:
             raise SettingsError("GATEWAY_REDIS_EVENTS_MAXLEN must be 0 (off) or more")
 

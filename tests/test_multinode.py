@@ -18,7 +18,14 @@ import pytest
 import trio
 
 from gateway.app import Gateway, open_gateway
-from gateway.client import MessageEvent, Position, TypingEvent, open_client
+from gateway.client import (
+    MessageEvent,
+    Position,
+    SubscribeError,
+    TypingEvent,
+    Unsubscribed,
+    open_client,
+)
 from tests.client.test_sdk import FAST, next_event, next_message
 from tests.conftest import make_settings, token
 
@@ -217,3 +224,50 @@ async def test_readyz_reports_redis(tmp_path: Path, any_redis: str) -> None:
         for gw in nodes:
             r = await http.get(f"{gw.http_url}/readyz")
             assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+async def test_revocation_reaches_every_node(tmp_path: Path, any_redis: str) -> None:
+    """An admin revokes bob on node A; bob's subscription on node B ends at once, and
+    neither node lets him back in (WebSocket or REST) while the revocation lasts."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_nodes(tmp_path, any_redis, 2) as (a, b),
+            open_client(b.ws_url, token("bob")) as bob,
+            httpx.AsyncClient() as http,
+        ):
+            await bob.subscribe("secret")
+            await bob.subscribe("general")
+            r = await http.post(
+                f"{a.http_url}/v1/revocations",
+                json={"user": "bob", "channel": "secret"},
+                headers={"authorization": f"Bearer {token('root', admin=True)}"},
+            )
+            assert r.status_code == 202, r.text
+            assert r.json()["connections_here"] == 0  # bob is on node B
+            ended = await next_event(bob, Unsubscribed)
+            assert ended == Unsubscribed(channel="secret", reason="forbidden")
+            for url in (a.ws_url, b.ws_url):
+                async with open_client(url, token("bob")) as again:
+                    with pytest.raises(SubscribeError) as refused:
+                        await again.subscribe("secret")
+                    assert refused.value.code == "forbidden"
+                    await again.subscribe("general")  # other channels are untouched
+            page = await http.get(
+                f"{a.http_url}/v1/channels/secret/messages",
+                headers={"authorization": f"Bearer {token('bob')}"},
+            )
+            assert page.status_code == 403
+            # only admins revoke, and the body is checked
+            r = await http.post(
+                f"{b.http_url}/v1/revocations",
+                json={"user": "alice", "channel": "general"},
+                headers={"authorization": f"Bearer {token('bob')}"},
+            )
+            assert r.status_code == 403
+            for bad in ({"user": "", "channel": "x"}, {"user": "a", "channel": "bad name"}, {}):
+                r = await http.post(
+                    f"{b.http_url}/v1/revocations",
+                    json=bad,
+                    headers={"authorization": f"Bearer {token('root', admin=True)}"},
+                )
+                assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_field"

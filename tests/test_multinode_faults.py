@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.client import Client, MessageEvent, PublishError, open_client
+from gateway.client import Client, MessageEvent, PresenceEvent, PublishError, open_client
 from tests.client.test_sdk import FAST, next_message
 from tests.conftest import SECRET, token
 from tests.services import RedisServer
@@ -275,3 +275,31 @@ async def test_a_node_that_falls_behind_catches_up_without_blocking_others(
                 assert bob.statistics().duplicates_dropped == 0
                 # the overflow did cut B's subscription: the refill path was exercised
                 assert "output buffer limits" in fresh_redis.log_tail(200)
+
+
+async def test_a_dead_nodes_users_go_offline_by_themselves(tmp_path: Path, redis_url: str) -> None:
+    """Bob's only node dies by SIGKILL: nobody announces it, yet alice (on another node)
+    sees him offline once his presence lease lapses (GATEWAY_PRESENCE_TTL=3 here)."""
+    prefix = "pd" + uuid.uuid4().hex[:8]
+    async with run_nodes(tmp_path, redis_url, 2, prefix, GATEWAY_PRESENCE_TTL="3") as (a, b):
+        with trio.fail_after(TIMEOUT):
+            async with (
+                open_client(a.ws_url, token("alice"), **FAST) as alice,
+                open_client(b.ws_url, token("bob"), reconnect=False),
+            ):
+                await alice.watch_presence(["bob"])
+                first = await _presence(alice)
+                assert first.status == "online"
+                b.kill()
+                start = trio.current_time()
+                gone = await _presence(alice)
+                waited = trio.current_time() - start
+                assert gone.status == "offline" and gone.last_seen > 0
+                assert waited < 3 * 3 + 2  # within about the lease, not forever
+
+
+async def _presence(client: Client) -> PresenceEvent:
+    async for event in client.events():
+        if isinstance(event, PresenceEvent):
+            return event
+    raise AssertionError("events() ended")

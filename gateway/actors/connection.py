@@ -13,6 +13,7 @@ are in the log) and the connection is closed with 4101, "resume from your last o
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 from typing import TYPE_CHECKING, cast
@@ -136,6 +137,11 @@ class Connection:
             self.node.metrics.drops.labels("ephemeral").inc()
             return
         self._write(data)
+
+    @property
+    def device(self) -> str:
+        """This connection's presence device id, unique across nodes."""
+        return f"{self.node.node_id}/{self.session.id}"
 
     def send(self, frame: f.ServerFrame) -> None:
         self.send_frame(build_frame(self.codec.encode(frame), self.codec.binary))
@@ -347,6 +353,7 @@ class Connection:
                     max_subscriptions=lim.max_subscriptions,
                     rate_per_second=lim.rate_per_second,
                     rate_burst=lim.rate_burst,
+                    max_presence_watch=lim.max_presence_watch,
                 ),
                 node=node.node_id,
             )
@@ -468,6 +475,10 @@ class Connection:
                 actor.detach(self)
             self.session.unsubscribed(action.channel)
             self.send(f.Unsubscribed(channel=action.channel))
+        elif isinstance(action, s.DoPresenceWatch):
+            await self.node.presence.follow(self, action.users)
+        elif isinstance(action, s.DoPresenceSet):
+            await self.node.presence.set_status(self, action.status)
         elif isinstance(action, s.Authenticate):
             await self._authenticate(action)
         elif isinstance(action, s.Close):
@@ -498,6 +509,7 @@ class Connection:
             return
         self.identity = identity
         self.send(self.session.auth_succeeded(identity.user))
+        await self.node.presence.online(self, identity.user)
         if action.resume:
             for channel, position in action.resume.items():
                 if self.closing:
@@ -509,6 +521,14 @@ class Connection:
         assert identity is not None
         if not identity.can_access(channel):
             self._error(ErrorCode.FORBIDDEN, "not allowed on this channel", channel=channel)
+            return
+        try:
+            revoked = await self.node.bus.revoked(identity.user, channel)
+        except GatewayError as exc:
+            self._error(exc.code, exc.message, channel=channel, retryable=exc.retryable)
+            return
+        if revoked:
+            self._error(ErrorCode.FORBIDDEN, "access to this channel was revoked", channel=channel)
             return
         registry = self.node.registry
         previous = registry.get(channel)
@@ -574,6 +594,8 @@ class Connection:
     # ================================================================ teardown
 
     async def _finish(self) -> None:
+        if self.identity is not None:  # presence I/O must not hold up the teardown
+            self.node.spawn(functools.partial(self.node.presence.gone, self))
         registry = self.node.registry
         for channel in list(self.session.subscriptions):
             actor = registry.get(channel)

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from gateway.actors.connection import Connection
+from gateway.actors.presence import PresenceHub
 from gateway.actors.registry import ChannelRegistry
 from gateway.bus import Bus
 from gateway.config import Settings
 from gateway.errors import CloseCode
 from gateway.metrics import Metrics
+from gateway.presence.base import Presence
 from gateway.protocol.session import Phase
 
 if TYPE_CHECKING:
@@ -45,11 +47,15 @@ class Node:
         bus: Bus,
         verifier: Verifier,
         metrics: Metrics,
+        *,
+        presence: Presence,
     ) -> None:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self._nursery = nursery
         self.bus = bus
+        bus.on_revoke(self.revoke)  # revocations made on other nodes
+        self.presence = PresenceHub(presence)
         self.verifier = verifier
         self.metrics = metrics
         self.registry = ChannelRegistry(
@@ -91,6 +97,13 @@ class Node:
         self.metrics.connections.set(len(self.connections))
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
+
+    async def revoke_everywhere(self, user: str, channel: str) -> int:
+        """Withdraw ``user``'s access to ``channel`` on every node at once, and bar new
+        subscriptions for ``revocation_ttl``. Returns the local connections affected.
+        Raises StoreUnavailable if the revocation could not be recorded."""
+        await self.bus.revoke(user, channel, self.settings.revocation_ttl)
+        return self.revoke(user, channel)
 
     def revoke(self, user: str, channel: str) -> int:
         """Withdraw ``user``'s access to ``channel`` on every local connection at once."""

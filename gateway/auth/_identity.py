@@ -40,6 +40,11 @@ class Identity:
         return any(fnmatch.fnmatchcase(channel, pattern) for pattern in self.channels)
 
     @property
+    def admin(self) -> bool:
+        """The ``gateway_admin`` claim is ``true``: may revoke access (REST)."""
+        return self.claims.get("gateway_admin") is True
+
+    @property
     def display_name(self) -> str:
         """A human-facing name: ``cognito:username``, else ``preferred_username``, else ``user``.
 

@@ -205,12 +205,14 @@ def mint_dev_token(
     issuer: str = "",
     audience: str = "",
     now: float | None = None,
+    admin: bool = False,
 ) -> str:
     """An HS256 token for ``user`` that a verifier with the same ``secret`` accepts.
 
     Claims: ``sub``, ``iat`` = ``now`` (default: the wall clock) rounded down, ``exp`` =
     ``now + ttl`` rounded up (so the token lives at least ``ttl`` seconds; a negative
-    ``ttl`` gives an expired one), ``channels`` if given, ``iss``/``aud`` if non-empty.
+    ``ttl`` gives an expired one), ``channels`` if given, ``iss``/``aud`` if non-empty,
+    ``gateway_admin: true`` with ``admin``.
     For development and tests; production tokens come from the identity provider.
     """
     key = _hs256_key(secret, "secret")
@@ -230,6 +232,8 @@ def mint_dev_token(
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
+    if admin:
+        claims["gateway_admin"] = True
     return jwt.encode(claims, key, algorithm="HS256")
 
 

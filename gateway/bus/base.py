@@ -15,9 +15,10 @@ import msgspec
 
 from gateway.model import Position, Record
 
-__all__ = ["Appended", "Bus", "BusStatistics", "EphemeralHandler"]
+__all__ = ["Appended", "Bus", "BusStatistics", "EphemeralHandler", "RevokeHandler"]
 
 EphemeralHandler = Callable[[str, str], None]  # (kind, user)
+RevokeHandler = Callable[[str, str], object]  # (user, channel); the result is ignored
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -80,6 +81,21 @@ class Bus(Protocol):
         Fire and forget: never stored, never replayed, dropped when the bus is busy or
         down. A bus of one process has no other nodes and does nothing.
         """
+        ...
+
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        """Set this node's handler for revocations made on *other* nodes."""
+        ...
+
+    async def revoke(self, user: str, channel: str, ttl: float) -> None:
+        """Withdraw ``user``'s access to ``channel`` on every node, for ``ttl`` seconds:
+        other nodes' handlers are called at once, and :meth:`revoked` answers True on
+        every node until it lapses (also on nodes started later). Raises
+        :class:`gateway.errors.StoreUnavailable` if it could not be recorded."""
+        ...
+
+    async def revoked(self, user: str, channel: str) -> bool:
+        """Whether a revocation of ``user`` on ``channel`` is in force."""
         ...
 
     async def check(self) -> None:

@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from gateway.bus.base import Appended, BusStatistics, EphemeralHandler
+from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
 from gateway.store.base import MessageStore
@@ -139,6 +139,7 @@ class MemoryBus:
         self._closed = False
         self._stopped = trio.Event()
         self._stats = BusStatistics()
+        self._revoked: dict[tuple[str, str], float] = {}  # (user, channel) -> until
 
     # -- Bus -------------------------------------------------------------------------
 
@@ -220,6 +221,18 @@ class MemoryBus:
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         """Committed records with ``offset > after``, in order, at most ``limit``."""
         return await self._read(await self._channel(channel), after, limit)
+
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        """One process, no other nodes: nothing to call."""
+
+    async def revoke(self, user: str, channel: str, ttl: float) -> None:
+        now = time.monotonic()
+        self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+        self._revoked[(user, channel)] = now + ttl
+
+    async def revoked(self, user: str, channel: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._revoked.get((user, channel), 0.0) > time.monotonic()
 
     async def check(self) -> None:
         """Ready while the writer runs."""

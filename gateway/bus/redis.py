@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 import trio
 
-from gateway.bus.base import Appended, BusStatistics, EphemeralHandler
+from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
@@ -63,7 +63,7 @@ class _Chan:
         p = f"{bus.prefix}:{{{name}}}"
         self.name = name
         self.meta, self.log, self.ids = f"{p}:m", f"{p}:log", f"{p}:ids"
-        self.live, self.lease = f"{p}:live", f"{p}:lease"
+        self.live_name, self.lease = f"{p}:live", f"{p}:lease"
         self.epoch = epoch
         self.known: int | None = None  # highest offset known to exist, while subscribed
         self.hot: deque[Record] = deque(maxlen=bus.hot_window)  # contiguous, newest last
@@ -73,6 +73,7 @@ class _Chan:
         self.refill = False
         self.early: list[Record] = []  # published before the first fill finished
         self.handlers: list[EphemeralHandler] = []  # of the open tails
+        self.live = trio.Event()  # set once subscribed and filled up to the head
 
     def push(self, rec: Record) -> bool:
         """Apply a record in offset order; False if it leaves a gap (fill needed)."""
@@ -138,6 +139,9 @@ class RedisBus:
         self.backlog = 0  # records in Redis not yet in the store (channels loaded here)
         self._ephemeral_inflight = 0
         self._persisting = trio.Lock()
+        # One shard channel for control messages between nodes, every node subscribed.
+        self._control = f"{prefix}:{{ctl}}:live"
+        self._revoke_handler: RevokeHandler | None = None
         self._stats_dropped_ephemeral = 0
 
     # -- Bus -----------------------------------------------------------------------------
@@ -153,7 +157,7 @@ class RedisBus:
         checked = 0
         for _ in range(8):
             reply = await self._script(
-                APPEND, ch, [ch.meta, ch.log, ch.ids, ch.live], key, r, checked
+                APPEND, ch, [ch.meta, ch.log, ch.ids, ch.live_name], key, r, checked
             )
             status = reply[0]
             if status == 1:
@@ -192,6 +196,42 @@ class RedisBus:
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         return await self._read(await self._chan(channel), after, limit)
 
+    def on_revoke(self, handler: RevokeHandler) -> None:
+        self._revoke_handler = handler
+
+    async def revoke(self, user: str, channel: str, ttl: float) -> None:
+        """Record in ``<prefix>:{ctl}:rv:<user>`` (channel -> until, ms) and tell the
+        other nodes on the control shard channel."""
+        key = f"{self.prefix}:{{ctl}}:rv:{user}"
+        data = msgspec.json.encode({"node": self.node, "user": user, "channel": channel})
+        try:
+            now_s, now_us = await self.redis.execute("TIME", key=key)
+            until = int(now_s) * 1000 + int(now_us) // 1000 + int(ttl * 1000)
+            replies = await self.redis.pipeline(
+                [
+                    ("HSET", key, channel, until),
+                    ("PEXPIRE", key, int(ttl * 1000), "GT"),
+                    ("PEXPIRE", key, int(ttl * 1000), "NX"),
+                    ("SPUBLISH", self._control, b"r" + data),
+                ],
+                key=key,
+            )
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+        for r in replies:
+            if isinstance(r, RedisError):
+                raise StoreUnavailable(f"Redis refused the revocation: {r}")
+
+    async def revoked(self, user: str, channel: str) -> bool:
+        key = f"{self.prefix}:{{ctl}}:rv:{user}"
+        try:
+            now, until = await self.redis.pipeline([("TIME",), ("HGET", key, channel)], key=key)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+        if until is None or isinstance(until, RedisError) or isinstance(now, RedisError):
+            return False
+        return int(until) > int(now[0]) * 1000 + int(now[1]) // 1000
+
     async def check(self) -> None:
         """Ready while Redis answers a PING (the seed node; in a cluster, every master)."""
         self._check_open()
@@ -215,7 +255,7 @@ class RedisBus:
 
     async def _send_ephemeral(self, ch: _Chan, data: str) -> None:
         try:
-            await self._exec(ch, "SPUBLISH", ch.live, data)
+            await self._exec(ch, "SPUBLISH", ch.live_name, data)
         except StoreUnavailable:
             self._stats_dropped_ephemeral += 1
         finally:
@@ -233,8 +273,14 @@ class RedisBus:
         ch.tails += 1
         self._stats.tails_open += 1
         if ch.tails == 1:
-            self._by_live[ch.live] = ch
-            await self._sub.subscribe(ch.live)
+            self._by_live[ch.live_name] = ch
+            ch.live = trio.Event()
+            await self._sub.subscribe(ch.live_name)
+        # Wait (a bounded time) until the subscription is confirmed, so what is published
+        # from now on reaches this node live (typing included). If Redis is slow, go on:
+        # the subscription and the fill complete later and nothing durable is missed.
+        with trio.move_on_after(self.redis.timeout):
+            await ch.live.wait()
         try:
             yield tail
         finally:
@@ -244,12 +290,12 @@ class RedisBus:
             ch.tails -= 1
             self._stats.tails_open -= 1
             if ch.tails == 0:
-                self._by_live.pop(ch.live, None)
+                self._by_live.pop(ch.live_name, None)
                 ch.known = None
                 ch.hot.clear()
                 ch.early.clear()
                 with trio.CancelScope(shield=True):
-                    await self._sub.unsubscribe(ch.live)
+                    await self._sub.unsubscribe(ch.live_name)
             self._evict_idle()
 
     def statistics(self) -> BusStatistics:
@@ -278,6 +324,7 @@ class RedisBus:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write records behind to the store and audit tails until :meth:`aclose`."""
+        await self._sub.subscribe(self._control)
         task_status.started()
         next_audit = trio.current_time() + self.audit_interval
         while not self._closed:
@@ -393,6 +440,9 @@ class RedisBus:
     # -- live delivery ---------------------------------------------------------------------
 
     def _on_message(self, live: str, data: bytes) -> None:
+        if live == self._control:
+            self._on_control(data)
+            return
         ch = self._by_live.get(live)
         if ch is None:
             return
@@ -419,6 +469,16 @@ class RedisBus:
         else:
             ch.early.append(rec)
             self._start_fill(ch)
+
+    def _on_control(self, data: bytes) -> None:
+        if data[:1] == b"r" and self._revoke_handler is not None:
+            try:
+                msg = msgspec.json.decode(data[1:], type=dict[str, str])
+            except msgspec.DecodeError:
+                log.warning("malformed control message ignored")
+                return
+            if msg.get("node") != self.node:
+                self._revoke_handler(msg.get("user", ""), msg.get("channel", ""))
 
     def _on_subscribed(self, live: str) -> None:
         ch = self._by_live.get(live)
@@ -459,6 +519,7 @@ class RedisBus:
                         ch.refill = True
                 ch.lot.unpark_all()
                 if not ch.refill:
+                    ch.live.set()
                     return
         except StoreUnavailable:
             pass  # the next (re)subscription or audit fills again

@@ -22,7 +22,14 @@ from gateway.client._events import (
 )
 from gateway.client.sdk import Client, TokenSource, open_client
 from gateway.model import Position
-from gateway.protocol.frames import Ack, MessageEvent, Subscribed, TypingEvent, Unsubscribed
+from gateway.protocol.frames import (
+    Ack,
+    MessageEvent,
+    PresenceEvent,
+    Subscribed,
+    TypingEvent,
+    Unsubscribed,
+)
 
 __all__ = [
     "Ack",
@@ -35,6 +42,7 @@ __all__ = [
     "Event",
     "MessageEvent",
     "Position",
+    "PresenceEvent",
     "PublishError",
     "Reconnected",
     "SubscribeError",

@@ -10,7 +10,7 @@ from typing import TypeAlias
 import trio
 
 from gateway.model import Position
-from gateway.protocol.frames import MessageEvent, TypingEvent, Unsubscribed
+from gateway.protocol.frames import MessageEvent, PresenceEvent, TypingEvent, Unsubscribed
 
 __all__ = [
     "ChannelReset",
@@ -65,7 +65,13 @@ class ChannelReset:
 
 
 Event: TypeAlias = (
-    MessageEvent | TypingEvent | Unsubscribed | ChannelReset | Disconnected | Reconnected
+    MessageEvent
+    | TypingEvent
+    | PresenceEvent
+    | Unsubscribed
+    | ChannelReset
+    | Disconnected
+    | Reconnected
 )
 """Everything :meth:`Client.events` yields. ``Unsubscribed`` is delivered when the server
 ends a subscription on its own (``forbidden``, or ``restart``, which the SDK already handles

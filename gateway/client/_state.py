@@ -95,6 +95,8 @@ class State:
         self.limits: f.LimitsInfo | None = None
         self.counters = Counters()
         self.last_close: CloseInfo | None = None
+        self.presence_watch: tuple[str, ...] = ()  # re-sent on every new connection
+        self.presence_status = "online"
 
     # ------------------------------------------------------------------ helpers
 
@@ -152,6 +154,10 @@ class State:
         for sub in self.subs.values():
             if sub.channel not in conn.resumed:
                 conn.send(f.Subscribe(channel=sub.channel, since=self.positions.get(sub.channel)))
+        if self.presence_watch:
+            conn.send(f.PresenceWatch(users=list(self.presence_watch)))
+        if self.presence_status != "online":
+            conn.send(f.PresenceSet(status="away"))
         conn.pub_queue.extend(p for p in self.pending.values() if not p.done)
         conn.kick()
         self.ready.set()
@@ -219,6 +225,9 @@ class State:
         elif isinstance(frame, f.TypingEvent):
             if frame.channel in self.subs and not self.events.put_nowait(frame):
                 self.counters.ephemeral_dropped += 1
+        elif isinstance(frame, f.PresenceEvent):
+            if frame.user in self.presence_watch:
+                self.notice(frame)
         elif isinstance(frame, f.Pong):
             waiter = self.pings.get(frame.nonce)
             if waiter is not None:

@@ -235,6 +235,39 @@ class Client:
         if conn is None or sub is None or sub.live_gen != conn.gen or not conn.send_typing(channel):
             st.counters.ephemeral_dropped += 1
 
+    async def watch_presence(self, users: Sequence[str]) -> None:
+        """Follow the presence of ``users`` (replacing the previous set; empty: none).
+
+        A :class:`PresenceEvent` with the current state of each user follows, then one per
+        change (``online``, ``away``, ``offline``, with ``last_seen``). The set is sent
+        again after every reconnect, so the current states follow each reconnect too.
+        """
+        wanted = tuple(dict.fromkeys(users))
+        for user in wanted:
+            if not isinstance(user, str) or not 0 < len(user) <= 128:
+                raise ValueError(f"invalid user id {user!r}")
+        st = self._state
+        st.check_open()
+        limits = st.limits
+        if limits is not None and len(wanted) > limits.max_presence_watch:
+            raise ValueError(f"at most {limits.max_presence_watch} users")
+        st.presence_watch = wanted
+        await trio.lowlevel.checkpoint()
+        if st.conn is not None:
+            st.conn.send(f.PresenceWatch(users=list(wanted)))
+
+    async def set_presence(self, status: str) -> None:
+        """This connection's status, ``"online"`` (the default) or ``"away"``; kept across
+        reconnects."""
+        if status not in ("online", "away"):
+            raise ValueError("status must be 'online' or 'away'")
+        st = self._state
+        st.check_open()
+        st.presence_status = status
+        await trio.lowlevel.checkpoint()
+        if st.conn is not None:
+            st.conn.send(f.PresenceSet(status="online" if status == "online" else "away"))
+
     async def ping(self) -> float:
         """Send an application ``ping`` and return the round trip in seconds.
 

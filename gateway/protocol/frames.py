@@ -8,7 +8,7 @@ limits (announced in ``hello``) are enforced by :mod:`gateway.protocol.session`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -27,6 +27,9 @@ __all__ = [
     "MessageEvent",
     "Ping",
     "Pong",
+    "PresenceEvent",
+    "PresenceSet",
+    "PresenceWatch",
     "Publish",
     "Ready",
     "Resume",
@@ -50,6 +53,7 @@ Body = Annotated[str, Meta(min_length=1, max_length=65536)]
 MessageId = Annotated[str, Meta(min_length=1, max_length=96)]
 SessionId = Annotated[str, Meta(min_length=1, max_length=64)]
 Nonce = Annotated[int, Meta(ge=0, le=2**53)]
+UserId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
 # --------------------------------------------------------------------------- client -> server
@@ -109,7 +113,24 @@ class Ping(ClientFrame, tag="ping", frozen=True):
     nonce: Nonce = 0
 
 
-ClientFrames = Auth | Resume | Subscribe | Unsubscribe | Publish | Typing | Ping
+class PresenceWatch(ClientFrame, tag="presence_watch", frozen=True):
+    """Follow the presence of ``users`` (replacing the set followed so far; empty: none).
+
+    The server answers with one ``presence`` event per user (the current state), then
+    one for each change, from any node."""
+
+    users: Annotated[list[UserId], Meta(max_length=1000)]
+
+
+class PresenceSet(ClientFrame, tag="presence_set", frozen=True):
+    """This connection's (device's) status. A connection is ``online`` once authenticated."""
+
+    status: Literal["online", "away"]
+
+
+ClientFrames = (
+    Auth | Resume | Subscribe | Unsubscribe | Publish | Typing | Ping | PresenceWatch | PresenceSet
+)
 
 
 # --------------------------------------------------------------------------- server -> client
@@ -125,6 +146,7 @@ class LimitsInfo(msgspec.Struct, frozen=True):
     max_subscriptions: int
     rate_per_second: float
     rate_burst: int
+    max_presence_watch: int = 200
 
 
 class Hello(ServerFrame, tag="hello", frozen=True, omit_defaults=False):
@@ -211,6 +233,25 @@ class Error(ServerFrame, tag="error", frozen=True):
     retryable: bool = False
 
 
+class PresenceEvent(ServerFrame, tag="presence", frozen=True, omit_defaults=False):
+    """The presence of a followed user: ``online`` if any of the user's connections is
+    online, else ``away`` if any is away, else ``offline``. ``last_seen``: ms since the
+    Unix epoch when the user was last connected (0: never)."""
+
+    user: str
+    status: str
+    last_seen: int
+
+
 ServerFrames = (
-    Hello | Ready | Subscribed | Unsubscribed | MessageEvent | Ack | TypingEvent | Pong | Error
+    Hello
+    | Ready
+    | Subscribed
+    | Unsubscribed
+    | MessageEvent
+    | Ack
+    | TypingEvent
+    | PresenceEvent
+    | Pong
+    | Error
 )

@@ -20,6 +20,8 @@ __all__ = [
     "Action",
     "Authenticate",
     "Close",
+    "DoPresenceSet",
+    "DoPresenceWatch",
     "DoPublish",
     "DoSubscribe",
     "DoTyping",
@@ -79,7 +81,28 @@ class DoTyping:
     channel: str
 
 
-Action = Reply | Close | Authenticate | DoSubscribe | DoUnsubscribe | DoPublish | DoTyping | None
+@dataclasses.dataclass(slots=True, frozen=True)
+class DoPresenceWatch:
+    users: tuple[str, ...]  # de-duplicated, in the client's order
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DoPresenceSet:
+    status: str
+
+
+Action = (
+    Reply
+    | Close
+    | Authenticate
+    | DoSubscribe
+    | DoUnsubscribe
+    | DoPublish
+    | DoTyping
+    | DoPresenceWatch
+    | DoPresenceSet
+    | None
+)
 
 
 class TokenBucket:
@@ -226,6 +249,18 @@ class Session:
             if frame.channel not in self.subscriptions:
                 return Reply(f.Unsubscribed(channel=frame.channel))
             return DoUnsubscribe(frame.channel)
+        if isinstance(frame, f.PresenceWatch):
+            users = tuple(dict.fromkeys(frame.users))
+            if len(users) > self.limits.max_presence_watch:
+                return self._strike(
+                    error(
+                        ErrorCode.INVALID_FIELD,
+                        f"presence_watch: at most {self.limits.max_presence_watch} users",
+                    )
+                )
+            return DoPresenceWatch(users)
+        if isinstance(frame, f.PresenceSet):
+            return DoPresenceSet(frame.status)
         if isinstance(frame, f.Auth | f.Resume):
             return self._strike(
                 error(ErrorCode.ALREADY_AUTHENTICATED, "this connection is authenticated")

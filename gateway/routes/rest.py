@@ -7,7 +7,7 @@ with the stable codes of :mod:`gateway.errors`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import trio
@@ -25,6 +25,14 @@ __all__ = ["create_rest_app"]
 _json = msgspec.json.Encoder()
 _channel_re = re.compile(CHANNEL_PATTERN)
 MAX_PAGE = 200
+
+
+class Revocation(msgspec.Struct, forbid_unknown_fields=True):
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    channel: Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN, max_length=128)]
+
+
+_revocation = msgspec.json.Decoder(Revocation).decode
 
 
 def _error(status: int, code: ErrorCode, message: str) -> Response:
@@ -67,6 +75,36 @@ def create_rest_app(node: Node) -> QuartTrio:
             node.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    @app.post("/v1/revocations")
+    async def revoke() -> Response:
+        """Withdraw a user's access to a channel on every node (admin tokens only)."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return _error(401, ErrorCode.NOT_AUTHENTICATED, "send Authorization: Bearer <token>")
+        try:
+            identity = await node.verifier.verify(header[7:].strip())
+        except GatewayError as exc:
+            return _error(503 if exc.retryable else 401, exc.code, exc.message)
+        if not identity.admin:
+            return _error(403, ErrorCode.FORBIDDEN, "needs a token with gateway_admin: true")
+        try:
+            body = _revocation(await request.get_data(cache=False))
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return _error(400, ErrorCode.INVALID_FIELD, f"expected {{user, channel}}: {exc}")
+        try:
+            n = await node.revoke_everywhere(body.user, body.channel)
+        except GatewayError as exc:
+            return _error(503, exc.code, exc.message)
+        return _ok(
+            {
+                "user": body.user,
+                "channel": body.channel,
+                "seconds": node.settings.revocation_ttl,
+                "connections_here": n,
+            },
+            status=202,
+        )
+
     @app.get("/v1/channels/<channel>/messages")
     async def history(channel: str) -> Response:
         """A page of a channel's history: ``after=N`` (ascending from N+1) or
@@ -82,6 +120,11 @@ def create_rest_app(node: Node) -> QuartTrio:
             return _error(400, ErrorCode.INVALID_FIELD, "invalid channel name")
         if not identity.can_access(channel):
             return _error(403, ErrorCode.FORBIDDEN, "not allowed on this channel")
+        try:
+            if await node.bus.revoked(identity.user, channel):
+                return _error(403, ErrorCode.FORBIDDEN, "access to this channel was revoked")
+        except GatewayError as exc:
+            return _error(503, exc.code, exc.message)
         args = request.args
         try:
             limit = int(args.get("limit", "50"))

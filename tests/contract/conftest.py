@@ -195,3 +195,72 @@ async def bus(bus_opener: Opener[Bus]) -> AsyncIterator[Bus]:
 @pytest.fixture
 def faults(bus_opener: Opener[Bus]) -> Faults:
     return bus_opener.faults
+
+
+# -- presence ----------------------------------------------------------------------------
+# A presence factory opens one *node*: on a shared backend, two opens of the same site are
+# two nodes of one deployment (the same keys), and another site name is another deployment.
+# Factories with ``shared = True`` support that; the others are one process only.
+
+from gateway.presence.base import Presence  # noqa: E402
+from gateway.presence.memory import open_memory_presence  # noqa: E402
+from gateway.presence.redis import open_redis_presence  # noqa: E402
+
+PRESENCE_TTL = 1.0  # seconds: small, so leases lapse within a test
+
+
+@asynccontextmanager
+async def memory_presence(site: Site) -> AsyncIterator[Presence]:
+    async with open_memory_presence(ttl=PRESENCE_TTL) as presence:
+        yield presence
+
+
+@asynccontextmanager
+async def redis_presence(site: Site) -> AsyncIterator[Presence]:
+    prefix = "p" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
+    async with (
+        open_redis(site.redis_url) as redis,
+        open_redis_presence(redis, prefix=prefix, ttl=PRESENCE_TTL) as presence,
+    ):
+        yield presence
+
+
+redis_presence.needs_redis = "server"  # type: ignore[attr-defined]
+redis_presence.shared = True  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def redis_cluster_presence(site: Site) -> AsyncIterator[Presence]:
+    async with redis_presence(site) as presence:
+        yield presence
+
+
+redis_cluster_presence.needs_redis = "cluster"  # type: ignore[attr-defined]
+redis_cluster_presence.shared = True  # type: ignore[attr-defined]
+
+SHARED_PRESENCE_FACTORIES = [
+    pytest.param(redis_presence, id="redis"),
+    pytest.param(redis_cluster_presence, id="redis-cluster"),
+]
+PRESENCE_FACTORIES = [pytest.param(memory_presence, id="memory"), *SHARED_PRESENCE_FACTORIES]
+
+
+def _redis_url_for(request: pytest.FixtureRequest) -> str:
+    needs = getattr(request.param, "needs_redis", "")
+    if needs == "server":
+        return str(request.getfixturevalue("redis_url"))
+    if needs == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return ""
+
+
+@pytest.fixture(params=PRESENCE_FACTORIES)
+def presence_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener[Presence]:
+    """Every presence adapter; ``factory.shared`` says whether a second open is a node."""
+    return Opener(request.param, tmp_path, _redis_url_for(request))
+
+
+@pytest.fixture(params=SHARED_PRESENCE_FACTORIES)
+def shared_presence_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener[Presence]:
+    """Adapters shared by several nodes: each ``open()`` of one site is another node."""
+    return Opener(request.param, tmp_path, _redis_url_for(request))

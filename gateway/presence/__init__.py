@@ -1,0 +1,1 @@
+"""Presence: which users are online, away or offline, aggregated over their devices."""
