@@ -237,7 +237,7 @@ class RedisBus:
         self._check_open()
         try:
             await self.redis.execute("PING")
-            for addr in sorted(set(self.redis._slots)) if self.redis.cluster else ():
+            for addr in self.redis.masters():
                 conn = await self.redis.connection(addr)
                 await conn.execute("PING")
         except (RedisUnavailable, RedisError) as exc:

@@ -158,6 +158,10 @@ class RedisClient:
         k = key.encode() if isinstance(key, str) else key
         return self._slots[key_slot(k)]
 
+    def masters(self) -> list[Address]:
+        """The cluster's masters as last seen (empty for a single server)."""
+        return sorted(set(self._slots)) if self.cluster else []
+
     async def _discover(self) -> None:
         async with self._topology_lock:
             if self.cluster is None:
