@@ -255,8 +255,9 @@ async def test_a_node_that_falls_behind_catches_up_without_blocking_others(
             ):
                 await alice.subscribe("general")
                 await bob.subscribe("general")
-                while fresh_redis.command("CLIENT", "LIST").count("ssub=1") < 2:
-                    await trio.sleep(0.02)  # both nodes' shard subscriptions are live
+                # both nodes' shard subscriptions (control + general) are live
+                while fresh_redis.command("CLIENT", "LIST").count("ssub=2") < 2:
+                    await trio.sleep(0.02)
                 acked: dict[str, int] = {}
                 b.proc.send_signal(signal.SIGSTOP)
                 try:

@@ -47,6 +47,7 @@ class PresenceHub:
         self._following: dict[Follower, tuple[str, ...]] = {}
         self._devices: dict[Follower, str] = {}  # follower -> user, while online/away
         self._lock = trio.Lock()  # watch/unwatch of the shared set, in call order
+        self._changes: dict[str, int] = {}  # per followed user: changes reported so far
         self.failures = 0
 
     async def online(self, conn: Follower, user: str) -> None:
@@ -76,6 +77,7 @@ class PresenceHub:
                     followers.discard(conn)
                     if not followers:
                         del self._followers[user]
+                        self._changes.pop(user, None)
                         removed.append(user)
         for user in new:
             followers = self._followers.setdefault(user, set())
@@ -92,13 +94,16 @@ class PresenceHub:
             if added:
                 await self._call(self.presence.watch(added))
         if new:
+            seen = {user: self._changes.get(user, 0) for user in new}
             try:
                 states = await self.presence.get(new)
             except GatewayError as exc:
                 self._failed(exc)
                 return
             for state in states:
-                conn.send(_event(state))
+                # A change reported while get() ran is newer than what get() read.
+                if self._changes.get(state.user, 0) == seen[state.user]:
+                    conn.send(_event(state))
 
     async def gone(self, conn: Follower) -> None:
         """``conn`` closed: stop its follows, remove its device."""
@@ -110,6 +115,7 @@ class PresenceHub:
     def _changed(self, state: PresenceState) -> None:
         followers = self._followers.get(state.user)
         if followers:
+            self._changes[state.user] = self._changes.get(state.user, 0) + 1
             event = _event(state)
             for conn in list(followers):
                 conn.send(event)

@@ -54,8 +54,17 @@ class Presence(Protocol):
       within about ``ttl`` seconds. Changes of one user arrive in order; an unchanged
       aggregate is not reported. ``watch``/``unwatch`` are idempotent set operations (the
       node keeps its own reference counts).
-    * Closing normally (``aclose``, or leaving the ``open_*`` context) removes this node's
-      devices; a cancelled or killed node leaves them to lapse.
+    * Closing normally (``aclose``, or leaving the ``open_*`` context without an
+      exception) removes this node's devices; a cancelled, failed or killed node leaves
+      them to lapse.
+
+    Details callers rely on: reports may be coalesced (after a resubscription only the
+    latest state is reported, in order); a lapsed device's user gets ``last_seen`` = the
+    lease's end; a change of ``last_seen`` while offline is reported; a device whose
+    ``set_device`` failed is still renewed (so set once the backend is back) until
+    ``remove_device``; the handler must not block or raise, and nothing is reported
+    after close. Empty ids raise ``ValueError``; a backend failure raises
+    :class:`gateway.errors.StoreUnavailable`.
     """
 
     ttl: float

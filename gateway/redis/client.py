@@ -304,26 +304,48 @@ class _SubNode:
         self.channels: set[str] = set()
         self.conn: Connection | None = None
         self.wake = trio.Event()
+        # Commands go out in the order asked (an unsubscribe then a subscribe of the same
+        # channel must reach the server in that order): one queue, one flushing task.
+        self._queue: list[tuple[str, str]] = []
+        self._flushing = False
+        self._unsubscribing: dict[str, int] = {}  # our SUNSUBSCRIBEs not yet answered
 
     def want(self, channel: str) -> None:
         if channel in self.channels:
             return  # subscribed or on its way: no second SSUBSCRIBE, no second callback
         self.channels.add(channel)
-        conn = self.conn
-        if conn is not None and not conn.closed:
-            self.sub._client.start_soon(self._send, conn, ("SSUBSCRIBE", channel))
+        self._enqueue(("SSUBSCRIBE", channel))
         self.wake.set()
 
     def drop(self, channel: str) -> None:
         if channel in self.channels:
             self.channels.discard(channel)
-            conn = self.conn
-            if conn is not None and not conn.closed:
-                self.sub._client.start_soon(self._send, conn, ("SUNSUBSCRIBE", channel))
+            if self._enqueue(("SUNSUBSCRIBE", channel)):
+                self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
 
-    async def _send(self, conn: Connection, command: tuple[str, str]) -> None:
+    def _enqueue(self, command: tuple[str, str]) -> bool:
+        """Queue ``command`` for the live connection; False if there is none (the run
+        loop subscribes everything wanted when it connects)."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return False
+        self._queue.append(command)
+        if not self._flushing:
+            self._flushing = True
+            self.sub._client.start_soon(self._flush, conn)
+        return True
+
+    async def _flush(self, conn: Connection) -> None:
+        try:
+            while self._queue and self.conn is conn:
+                batch, self._queue = self._queue, []
+                await self._send(conn, *batch)
+        finally:
+            self._flushing = False
+
+    async def _send(self, conn: Connection, *commands: tuple[str, str]) -> None:
         with contextlib.suppress(RedisUnavailable):  # the run loop subscribes again
-            await conn.send(encode(command))
+            await conn.send(b"".join(encode(c) for c in commands))
 
     def _push(self, reply: Any) -> None:
         moved = redirect([reply])  # MOVED: an SSUBSCRIBE reached a former owner
@@ -336,6 +358,11 @@ class _SubNode:
         if not isinstance(reply, list) or len(reply) < 3:
             return
         kind, channel = reply[0], reply[1].decode()
+        if kind == b"sunsubscribe" and self._unsubscribing.get(channel):
+            self._unsubscribing[channel] -= 1  # the answer to our own SUNSUBSCRIBE
+            if not self._unsubscribing[channel]:
+                del self._unsubscribing[channel]
+            return
         if channel not in self.channels:
             return  # unsubscribed, or handed to another node, meanwhile
         if kind == b"smessage":
@@ -373,11 +400,12 @@ class _SubNode:
                 continue
             client.note_success(self.addr)
             self.conn = conn
+            self._queue.clear()
+            self._unsubscribing.clear()
             if client.cluster:
                 await self._reroute()
             if self.channels:
-                for ch in sorted(self.channels):
-                    await self._send(conn, ("SSUBSCRIBE", ch))
+                await self._send(conn, *[("SSUBSCRIBE", ch) for ch in sorted(self.channels)])
             await conn.ended.wait()
             self.conn = None
 

@@ -218,6 +218,31 @@ async def test_subscription_resubscribes_after_a_restart(fresh_redis: RedisServe
         assert rec.messages == [(channel, b"before"), (channel, b"after")]
 
 
+@pytest.mark.parametrize("kind", ["server", "cluster"])
+async def test_unsubscribe_then_subscribe_at_once_stays_subscribed(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """SUNSUBSCRIBE and SSUBSCRIBE of one channel reach the server in the order asked (a
+    channel actor that stops and restarts at once must not end up silently unsubscribed)."""
+    url = (
+        request.getfixturevalue("redis_url")
+        if kind == "server"
+        else request.getfixturevalue("redis_cluster").url
+    )
+    channel = unique("flip")
+    rec = Recorder()
+    async with open_redis(url) as client:
+        sub = Subscription(client, rec.on_message, rec.on_subscribed)
+        await sub.subscribe(channel)
+        await rec.wait_until(lambda: rec.subscribed == [channel])
+        for _ in range(20):
+            await sub.unsubscribe(channel)
+            await sub.subscribe(channel)
+        await rec.wait_until(lambda: len(rec.subscribed) == 21)
+        assert await client.execute("SPUBLISH", channel, "still here", key=channel) == 1
+        await rec.wait_until(lambda: rec.messages == [(channel, b"still here")])
+
+
 # -- cluster ---------------------------------------------------------------------------------
 
 
