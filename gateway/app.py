@@ -102,6 +102,7 @@ async def open_backends(
             prefix=settings.redis_prefix,
             hot_window=settings.hot_window,
             events_maxlen=settings.redis_events_maxlen,
+            idempotency_window=settings.idempotency_window,
         ) as rbus,
         open_redis_presence(
             redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl

@@ -52,6 +52,7 @@ class Settings:
     redis_prefix: str = "gw"  # namespace of every key this deployment writes
     redis_timeout: float = 5.0  # connect/command timeout; a slower Redis counts as down
     redis_events_maxlen: int = 100_000  # integration event stream length; 0 turns it off
+    idempotency_window: float = 3600.0  # Redis bus: a cmid retried within this is one message
     # auth
     jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
     jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
@@ -128,6 +129,8 @@ class Settings:
             raise SettingsError("GATEWAY_REVOCATION_TTL must be in [1, 31622400] seconds")
         if not 3 <= self.presence_ttl <= 3600:
             raise SettingsError("GATEWAY_PRESENCE_TTL must be in [3, 3600] seconds")
+        if not 60 <= self.idempotency_window <= 7 * 86400:
+            raise SettingsError("GATEWAY_IDEMPOTENCY_WINDOW must be in [60, 604800] seconds")
         if self.redis_events_maxlen < 0:
             raise SettingsError("GATEWAY_REDIS_EVENTS_MAXLEN must be 0 (off) or more")
 

@@ -46,7 +46,8 @@ class Bus(Protocol):
       process) and has the next offset of the channel (1, 2, 3 ... within an epoch).
     * Idempotency: an append with a ``(channel, sender, cmid)`` already in the log returns
       the original record with ``duplicate=True`` and appends nothing, also when the two
-      appends run concurrently.
+      appends run concurrently. An adapter may bound this to an idempotency window (the
+      Redis bus: retries within at least ``idempotency_window`` seconds of the original).
     * If ``append`` raises :class:`gateway.errors.StoreUnavailable`, nothing was appended.
     * A tail yields every record after its start offset exactly once, in offset order,
       with no gaps, in batches, for as long as it is open (records appended before or

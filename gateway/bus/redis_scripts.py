@@ -5,10 +5,11 @@ Keys of channel ``c`` under prefix ``p``:
 
 * ``p:{c}:m``     hash: ``epoch``, ``head`` (last offset), ``persisted`` (every offset up
                   to it is in the message store), ``trimmed`` (the stream holds no offset
-                  up to it), ``cfloor`` (cmids of offsets up to it are only in the store)
+                  up to it)
 * ``p:{c}:log``   stream: entry id ``0-<offset>``, fields ``k`` (sender NUL cmid) and
                   ``r`` (msgpack of sender, cmid, body, ts, thread)
-* ``p:{c}:ids``   hash: ``sender NUL cmid`` -> offset, for idempotent appends
+* ``p:{c}:ids:<n>`` hash: ``sender NUL cmid`` -> offset of the appends of idempotency
+                  window ``n`` (unix time // window); expires two windows later
 * ``p:{c}:live``  shard channel: ``epoch LF offset LF r`` for every append
 * ``p:{c}:lease`` string: the node that currently writes this channel to the store
 """
@@ -19,39 +20,39 @@ from gateway.redis.client import Script
 
 __all__ = ["ADVANCE", "APPEND", "INIT", "PULL"]
 
-# KEYS: meta, log, ids   ARGV: epoch, head (the message store's position)
-# Creates the channel's meta from the store's position unless it exists; returns
-# {epoch, head} as they are now, and a third element 1 if this call created it.
+# KEYS: meta, log, ids (this window), ids (previous window)   ARGV: epoch, head
+# Creates the channel's meta from the store's position unless it exists (dropping any
+# stream and cmid index left from a lost meta); returns {epoch, head} as they are now,
+# and a third element 1 if this call created it.
 INIT = Script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local m = redis.call('HMGET', KEYS[1], 'epoch', 'head')
   return {m[1], tonumber(m[2])}
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[2], 'persisted', ARGV[2],
-           'trimmed', ARGV[2], 'cfloor', ARGV[2])
+           'trimmed', ARGV[2])
 return {ARGV[1], tonumber(ARGV[2]), 1}
 """)
 
-# KEYS: meta, log, ids, live   ARGV: sender NUL cmid, r, checked
+# KEYS: meta, log, ids (this window), live, ids (previous window)
+# ARGV: sender NUL cmid, r, seconds to keep this window's cmid index
 # Returns {0} if the channel has no meta (init it first); {1, epoch, offset} for a new
 # record; {2, epoch, offset[, r]} for a duplicate (r is absent if the stream no longer
-# holds it); {3, cfloor} if the cmid may be in the store above ``checked``.
+# holds it: read it from the store).
 APPEND = Script("""
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'cfloor')
-local epoch = m[1]
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {0} end
-local prev = redis.call('HGET', KEYS[3], ARGV[1])
+local prev = redis.call('HGET', KEYS[3], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[1])
 if prev then
   local e = redis.call('XRANGE', KEYS[2], '0-' .. prev, '0-' .. prev)
   if e[1] then return {2, epoch, tonumber(prev), e[1][2][4]} end
   return {2, epoch, tonumber(prev)}
 end
-local cfloor = tonumber(m[2])
-if cfloor > tonumber(ARGV[3]) then return {3, cfloor} end
 local off = redis.call('HINCRBY', KEYS[1], 'head', 1)
 redis.call('XADD', KEYS[2], '0-' .. off, 'k', ARGV[1], 'r', ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], off)
+if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
 redis.call('SPUBLISH', KEYS[4], epoch .. '\\n' .. off .. '\\n' .. ARGV[2])
 return {1, epoch, off}
 """)
@@ -73,23 +74,21 @@ end
 return {m[1], p, tonumber(m[3]), entries}
 """)
 
-# KEYS: meta, log, ids, lease   ARGV: node, epoch, persisted, window
+# KEYS: meta, log, lease   ARGV: node, epoch, persisted, window
 # Records that the store holds everything up to ``persisted`` (if this node still holds
-# the lease and the epoch is unchanged), then trims the stream and the cmid index to the
-# newest ``window`` records, never below ``persisted``. Returns the persisted offset, or
-# -1 if the lease or the epoch was lost.
+# the lease and the epoch is unchanged), then trims the stream to the newest ``window``
+# records, never below ``persisted``. Returns the persisted offset, or -1 if the lease
+# or the epoch was lost.
 ADVANCE = Script("""
-if redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'persisted', 'head', 'trimmed')
 if m[1] ~= ARGV[2] then return -1 end
 local p = math.max(tonumber(m[2]), tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'persisted', p)
 local upto = math.min(p, tonumber(m[3]) - tonumber(ARGV[4]))
 if upto > tonumber(m[4]) then
-  local es = redis.call('XRANGE', KEYS[2], '-', '0-' .. upto)
-  for _, e in ipairs(es) do redis.call('HDEL', KEYS[3], e[2][2]) end
   redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (upto + 1))
-  redis.call('HSET', KEYS[1], 'trimmed', upto, 'cfloor', upto)
+  redis.call('HSET', KEYS[1], 'trimmed', upto)
 end
 return p
 """)

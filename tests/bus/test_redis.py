@@ -143,3 +143,25 @@ async def test_redis_restart_in_the_middle(tmp_path: Path, fresh_redis: RedisSer
             _,
         ):
             await stress(buses, 40, fresh_redis)
+
+
+async def test_a_retry_is_one_message_after_trimming_and_within_the_window(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The cmid index does not follow the stream's trimming: a retry of a message that is
+    only in the store any more is still the same message, read back from the store. Past
+    two idempotency windows a retry is a new message (documented)."""
+    with trio.fail_after(30):
+        async with nodes(
+            tmp_path, redis_url, 2, hot_window=2, persist_interval=0.01, idempotency_window=1.0
+        ) as (buses, store):
+            first = await buses[0].append("w", sender="u", cmid="keep", body="original")
+            for i in range(20):
+                await buses[0].append("w", sender="u", cmid=f"n{i}", body="x")
+            while (await store.open_log("w")).offset < 21:
+                await trio.sleep(0.02)
+            again = await buses[1].append("w", sender="u", cmid="keep", body="changed")
+            assert again.duplicate and again.record == first.record
+            await trio.sleep(2.2)  # two windows of 1 s
+            late = await buses[1].append("w", sender="u", cmid="keep", body="late")
+            assert not late.duplicate and late.record.offset == 22
