@@ -91,3 +91,37 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+# -- moto's server: a real local DynamoDB/S3 API (tests/services.py) --------------------------
+# No mocks and no skips: if moto cannot start, these fixtures fail saying why.
+
+from tests.services import MotoServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server shared by the whole session: use unique table prefixes."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"moto server could not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_url(moto_server: MotoServer) -> str:
+    """The shared moto server's URL, restarted if an earlier test paused or stopped it (a
+    restart comes back empty: create the tables you need in each test)."""
+    if moto_server.paused:
+        moto_server.resume()
+    if not moto_server.running or not moto_server.ping():
+        try:
+            moto_server.restart()
+        except RuntimeError as exc:
+            pytest.fail(f"moto server could not restart: {exc}", pytrace=False)
+    return moto_server.url

@@ -524,3 +524,178 @@ class RedisCluster:
     def flushall(self) -> None:
         for node in self.nodes:
             node.flushall()
+
+
+# -- moto's server: a local DynamoDB/S3 API --------------------------------------------------
+
+import http.client  # noqa: E402
+import sys  # noqa: E402
+
+
+def moto_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if an HTTP server on host:port answers ``GET /moto-api/`` with any status."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/moto-api/")
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class MotoServer:
+    """moto's server (``python -m moto.server``) as a child process on 127.0.0.1.
+
+    It keeps everything in memory: a restart (or a kill) comes back empty, with no tables.
+    ``port`` defaults to a free port and stays the same across restarts, so ``url`` stays
+    valid. There is no fallback: if moto is not installed (``pip install -e '.[test]'``
+    installs ``moto[server]``) or does not answer within 30 s, :meth:`start` raises a
+    RuntimeError saying why, with the server's output.
+    """
+
+    host = HOST
+    start_timeout = 30.0
+
+    def __init__(self, dir: Path, port: int | None = None) -> None:
+        self.dir = Path(dir).resolve()
+        self.port = free_port() if port is None else port
+        self.url = f"http://{self.host}:{self.port}"
+        self.logfile = self.dir / "moto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    def __repr__(self) -> str:
+        state = "paused" if self.paused else "running" if self.running else "stopped"
+        return f"<MotoServer {self.url} {state} dir={self.dir}>"
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        return self.running and self._paused
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        return moto_answers(self.host, self.port, timeout)
+
+    def args(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            text = self.logfile.read_text(errors="replace").splitlines()[-lines:]
+            if text:
+                return f"--- {self.logfile}\n" + "\n".join(text)
+        return "(no log output)"
+
+    def _bound(self) -> bool:
+        """Our process says it listens on our port (not another server that answered)."""
+        with contextlib.suppress(OSError):
+            return f"Running on {self.url}" in self.logfile.read_text(errors="replace")
+        return False
+
+    def start(self) -> None:
+        """Start the server and wait (at most 30 s) until it answers HTTP."""
+        if self.running:
+            raise RuntimeError(f"{self!r} is already running")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.logfile.write_bytes(b"")
+        with self.logfile.open("ab") as out:
+            proc = subprocess.Popen(
+                self.args(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._proc = proc
+        self._paused = False
+        _live.add(proc)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if proc.poll() is not None:
+                self._reap()
+                raise RuntimeError(
+                    f"moto server on port {self.port} exited with code {proc.returncode} while "
+                    f"starting (is moto[server] installed? pip install -e '.[test]'):\n"
+                    f"{self.log_tail()}"
+                )
+            if self._bound() and self.ping(timeout=0.5):
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(
+                    f"moto server on port {self.port} did not answer within "
+                    f"{self.start_timeout:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL after 10 s); everything it held is gone."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            if self._paused:
+                _killpg(proc, signal.SIGCONT)
+            _killpg(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _killpg(proc, signal.SIGKILL)
+                proc.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL the process group and wait."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _killpg(proc, signal.SIGKILL)
+            proc.wait()
+        self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP: the port stays open, requests hang until :meth:`resume`."""
+        if not self.running or self._proc is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _killpg(self._proc, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        if not self.running or self._proc is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _killpg(self._proc, signal.SIGCONT)
+        self._paused = False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            _live.discard(self._proc)
+        self._proc = None
+        self._paused = False

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 import trio
 
+from gateway.aws import open_aws
 from gateway.bus.base import Bus
 from gateway.bus.memory import open_memory_bus
 from gateway.bus.redis import open_redis_bus
@@ -28,7 +29,9 @@ from gateway.bus.redis_scripts import APPEND
 from gateway.redis.client import RedisClient, RedisUnavailable, Script, open_redis
 from gateway.redis.connection import Arg
 from gateway.store.base import MessageStore
+from gateway.store.dynamodb import open_dynamo_store
 from gateway.store.sqlite import open_sqlite_store
+from gateway.store.tables import check_tables, create_tables
 from tests.contract import DEADLINE, Faults, FaultyStore
 
 T = TypeVar("T")
@@ -63,9 +66,39 @@ async def sqlite_store_interval(site: Site) -> AsyncIterator[MessageStore]:
         yield FaultyStore(store, site.faults)
 
 
+# DynamoDB on moto's server: a factory with ``needs_moto = True`` takes the server's URL as a
+# keyword, which ``store_opener`` binds. Each site gets its own table prefix (the tables are
+# created here, as deployment would), so sites are independent and a site reopens its tables.
+
+
+def dynamo_prefix(site: Site) -> str:
+    return "t" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
+
+
+@asynccontextmanager
+async def dynamodb_store(site: Site, *, moto_url: str) -> AsyncIterator[MessageStore]:
+    prefix = dynamo_prefix(site)
+    async with open_aws(moto_url, "us-east-1", access_key="testing", secret_key="testing") as aws:
+        if await check_tables(aws, prefix):
+            await create_tables(aws, prefix)
+        async with open_dynamo_store(aws, prefix) as store:
+            yield FaultyStore(store, site.faults)
+
+
+dynamodb_store.needs_moto = True  # type: ignore[attr-defined]
+
+
+def _with_moto(factory: Callable[..., AbstractAsyncContextManager[T]], url: str) -> Factory[T]:
+    def bound(site: Site) -> AbstractAsyncContextManager[T]:
+        return factory(site, moto_url=url)
+
+    return bound
+
+
 STORE_FACTORIES = [
     pytest.param(sqlite_store, id="sqlite"),
     pytest.param(sqlite_store_interval, id="sqlite-interval"),
+    pytest.param(dynamodb_store, id="dynamodb"),
 ]
 
 
@@ -166,7 +199,10 @@ class Opener(Generic[T]):
 
 @pytest.fixture(params=STORE_FACTORIES)
 def store_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener[MessageStore]:
-    return Opener(request.param, tmp_path)
+    factory = request.param
+    if getattr(factory, "needs_moto", False):  # bind the moto server's URL
+        factory = _with_moto(factory, request.getfixturevalue("moto_url"))
+    return Opener(factory, tmp_path)
 
 
 @pytest.fixture

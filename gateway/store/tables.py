@@ -1,0 +1,299 @@
+"""The DynamoDB tables of the message store, defined in this one place.
+
+Used by :mod:`gateway.store.dynamodb` (names, attributes, item codec), by the test
+fixtures (to create tables in moto) and by deployment code. Application code never
+creates tables: it calls :func:`check_tables` and refuses to start if something is
+missing; :func:`create_tables` is for fixtures and deployment only.
+
+Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
+
+``<prefix>-logs``      one item per channel log. Key ``channel`` (S). Attributes ``epoch``
+                       (S), ``head`` (N, highest stored offset, only ever raised, in the
+                       same transaction as the messages), ``created_ms`` (N).
+``<prefix>-messages``  one item per message. Key ``channel`` (S) + ``offset`` (N).
+                       Attributes ``epoch``, ``id``, ``sender``, ``cmid``, ``body`` (S),
+                       ``ts`` (N), ``thread`` (S, absent for a top-level message).
+``<prefix>-cmids``     the idempotency index, one item per message. Key ``channel`` (S) +
+                       ``sc`` (S, :func:`sender_cmid`); attribute ``offset`` (N). A table
+                       of its own, written in the same transaction as the message, and not
+                       a GSI: GSI reads are only eventually consistent, and a retried send
+                       must find its message the moment the write returned.
+
+No GSI is needed: every read is one key lookup or one range query on a primary key. The
+messages and cmids tables have TTL enabled on ``expires`` (epoch seconds); the store never
+sets it, so nothing expires until a retention policy does. Capacity: on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import trio
+
+from gateway.aws import Aws, AwsError
+from gateway.model import Record
+
+__all__ = [
+    "CMIDS",
+    "LOGS",
+    "MESSAGES",
+    "TABLES",
+    "TTL_ATTRIBUTE",
+    "TableSpec",
+    "check_tables",
+    "cmid_item",
+    "cmid_put",
+    "create_tables",
+    "item_record",
+    "log_write",
+    "message_item",
+    "message_put",
+    "sender_cmid",
+    "table_name",
+]
+
+TTL_ATTRIBUTE = "expires"
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One table: its name suffix, key schema, GSIs and TTL attribute."""
+
+    suffix: str
+    hash_key: tuple[str, str]  # (attribute, type "S" | "N" | "B")
+    range_key: tuple[str, str] | None = None
+    gsis: tuple[dict[str, Any], ...] = ()  # GlobalSecondaryIndexes entries, as the API takes
+    ttl: str | None = None
+
+    def name(self, prefix: str) -> str:
+        return table_name(prefix, self.suffix)
+
+    def key_schema(self) -> list[dict[str, str]]:
+        schema = [{"AttributeName": self.hash_key[0], "KeyType": "HASH"}]
+        if self.range_key is not None:
+            schema.append({"AttributeName": self.range_key[0], "KeyType": "RANGE"})
+        return schema
+
+    def attribute_definitions(self) -> list[dict[str, str]]:
+        keys = [self.hash_key] if self.range_key is None else [self.hash_key, self.range_key]
+        return [{"AttributeName": a, "AttributeType": t} for a, t in keys]
+
+    def create_params(self, prefix: str) -> dict[str, Any]:
+        """The ``CreateTable`` parameters for this table under ``prefix``."""
+        params: dict[str, Any] = {
+            "TableName": self.name(prefix),
+            "KeySchema": self.key_schema(),
+            "AttributeDefinitions": self.attribute_definitions(),
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if self.gsis:
+            params["GlobalSecondaryIndexes"] = list(self.gsis)
+        return params
+
+
+LOGS = TableSpec("logs", ("channel", "S"))
+MESSAGES = TableSpec("messages", ("channel", "S"), ("offset", "N"), ttl=TTL_ATTRIBUTE)
+CMIDS = TableSpec("cmids", ("channel", "S"), ("sc", "S"), ttl=TTL_ATTRIBUTE)
+TABLES = (LOGS, MESSAGES, CMIDS)
+
+
+def table_name(prefix: str, suffix: str) -> str:
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"table prefix {prefix!r} must be 1-200 of [A-Za-z0-9_.-]")
+    return f"{prefix}-{suffix}"
+
+
+# -- checking and creating -----------------------------------------------------------------
+
+
+async def _describe(aws: Aws, name: str) -> dict[str, Any] | None:
+    try:
+        table: dict[str, Any] = (await aws.dynamodb("describe_table", TableName=name))["Table"]
+    except AwsError as exc:
+        if exc.aws_code == "ResourceNotFoundException":
+            return None
+        raise
+    return table
+
+
+async def check_tables(aws: Aws, prefix: str) -> list[str]:
+    """What is missing or different from :data:`TABLES` under ``prefix``; ``[]`` if all is
+    well. Each entry names the table, e.g. ``"chat-logs: missing"``. Raises
+    :class:`gateway.aws.AwsUnavailable` if DynamoDB cannot be asked."""
+    problems: list[str] = []
+    for spec in TABLES:
+        name = spec.name(prefix)
+        table = await _describe(aws, name)
+        if table is None:
+            problems.append(f"{name}: missing")
+            continue
+        if table.get("KeySchema") != spec.key_schema():
+            problems.append(f"{name}: key schema {table.get('KeySchema')}, not {spec.key_schema()}")
+        defined = {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}
+        for attr, kind in (d.values() for d in spec.attribute_definitions()):
+            if defined.get(attr) != kind:
+                problems.append(f"{name}: key {attr} is not of type {kind}")
+        have = {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])}
+        for gsi in spec.gsis:
+            if gsi["IndexName"] not in have:
+                problems.append(f"{name}: index {gsi['IndexName']} missing")
+        status = table.get("TableStatus")
+        if status not in ("ACTIVE", "UPDATING"):
+            problems.append(f"{name}: status {status}")
+    return problems
+
+
+async def create_tables(aws: Aws, prefix: str) -> None:
+    """Create the tables that are missing under ``prefix``, wait until they are active and
+    enable TTL. For test fixtures and deployment only; idempotent."""
+    for spec in TABLES:
+        name = spec.name(prefix)
+        if await _describe(aws, name) is None:
+            try:
+                await aws.dynamodb("create_table", **spec.create_params(prefix))
+            except AwsError as exc:
+                if exc.aws_code != "ResourceInUseException":  # created meanwhile
+                    raise
+        while (table := await _describe(aws, name)) is None or table["TableStatus"] != "ACTIVE":
+            await trio.sleep(0.2)
+        if spec.ttl is not None:
+            ttl = await aws.dynamodb("describe_time_to_live", TableName=name)
+            if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") != "ENABLED":
+                await aws.dynamodb(
+                    "update_time_to_live",
+                    TableName=name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl},
+                )
+
+
+# -- items ---------------------------------------------------------------------------------
+
+
+def sender_cmid(sender: str, cmid: str) -> str:
+    """The cmids sort key: ``"<len(sender)>:<sender><cmid>"``, unambiguous for any strings."""
+    return f"{len(sender)}:{sender}{cmid}"
+
+
+def message_item(r: Record) -> dict[str, dict[str, str]]:
+    """The messages-table item of ``r`` (DynamoDB's typed JSON)."""
+    item = {
+        "channel": {"S": r.channel},
+        "offset": {"N": str(r.offset)},
+        "epoch": {"S": r.epoch},
+        "id": {"S": r.id},
+        "sender": {"S": r.sender},
+        "cmid": {"S": r.cmid},
+        "body": {"S": r.body},
+        "ts": {"N": str(r.ts)},
+    }
+    if r.thread is not None:
+        item["thread"] = {"S": r.thread}
+    return item
+
+
+def item_record(item: dict[str, Any]) -> Record:
+    """The record a messages-table item holds."""
+    thread = item.get("thread")
+    return Record(
+        channel=item["channel"]["S"],
+        offset=int(item["offset"]["N"]),
+        epoch=item["epoch"]["S"],
+        id=item["id"]["S"],
+        sender=item["sender"]["S"],
+        cmid=item["cmid"]["S"],
+        body=item["body"]["S"],
+        ts=int(item["ts"]["N"]),
+        thread=None if thread is None else thread["S"],
+    )
+
+
+def cmid_item(r: Record) -> dict[str, dict[str, str]]:
+    """The cmids-table item of ``r``."""
+    return {
+        "channel": {"S": r.channel},
+        "sc": {"S": sender_cmid(r.sender, r.cmid)},
+        "offset": {"N": str(r.offset)},
+    }
+
+
+# -- conditional writes (one transaction item each) ------------------------------------
+
+_MSG_SAME = (
+    "attribute_not_exists(#o) OR (#e = :e AND #i = :i AND #s = :s AND #m = :m AND #b = :b"
+    " AND #t = :t AND {thread})"
+)
+_MSG_NAMES = {"#o": "offset", "#e": "epoch", "#i": "id", "#s": "sender", "#m": "cmid"}
+_MSG_NAMES |= {"#b": "body", "#t": "ts", "#th": "thread"}
+_LOG_UPDATE = "SET #e = if_not_exists(#e, :e), #c = if_not_exists(#c, :now), #h = :h"
+_LOG_UPDATE_IF = "(attribute_not_exists(#e) OR #e = :e) AND (attribute_not_exists(#h) OR #h <= :h)"
+_LOG_NAMES = {"#e": "epoch", "#c": "created_ms", "#h": "head"}
+
+
+def log_write(table: str, channel: str, epoch: str, head: int, check_only: bool) -> dict[str, Any]:
+    """The log item's part of a write: check the epoch (``check_only``), or create the log if
+    missing and raise ``head`` to ``head``, on condition that the epoch is ``epoch`` and the
+    stored head is not above ``head``. Returns the old item when the condition fails."""
+    key = {"channel": {"S": channel}}
+    if check_only:
+        return {
+            "ConditionCheck": {
+                "TableName": table,
+                "Key": key,
+                "ConditionExpression": "#e = :e",
+                "ExpressionAttributeNames": {"#e": "epoch"},
+                "ExpressionAttributeValues": {":e": {"S": epoch}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+    now = str(time.time_ns() // 1_000_000)
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": _LOG_UPDATE,
+            "ConditionExpression": _LOG_UPDATE_IF,
+            "ExpressionAttributeNames": _LOG_NAMES,
+            "ExpressionAttributeValues": {
+                ":e": {"S": epoch},
+                ":h": {"N": str(head)},
+                ":now": {"N": now},
+            },
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def message_put(table: str, r: Record) -> dict[str, Any]:
+    """Put ``r``'s message item, on condition that none is stored or it is the same one."""
+    item = message_item(r)
+    values = {f":{k}": item[a] for k, a in (("e", "epoch"), ("i", "id"), ("s", "sender"))}
+    values |= {":m": item["cmid"], ":b": item["body"], ":t": item["ts"]}
+    thread = "attribute_not_exists(#th)"
+    if r.thread is not None:
+        thread, values[":th"] = "#th = :th", item["thread"]
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": item,
+            "ConditionExpression": _MSG_SAME.format(thread=thread),
+            "ExpressionAttributeNames": _MSG_NAMES,
+            "ExpressionAttributeValues": values,
+        }
+    }
+
+
+def cmid_put(table: str, r: Record) -> dict[str, Any]:
+    """Put ``r``'s cmid item, on condition that none is stored or it names the same offset."""
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": cmid_item(r),
+            "ConditionExpression": "attribute_not_exists(#sc) OR #o = :o",
+            "ExpressionAttributeNames": {"#sc": "sc", "#o": "offset"},
+            "ExpressionAttributeValues": {":o": {"N": str(r.offset)}},
+        }
+    }
