@@ -28,6 +28,7 @@ One bus per store: a second process writing the same store would assign clashing
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +36,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from gateway.bus._tail import CursorTail
 from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
@@ -244,14 +246,21 @@ class MemoryBus:
     @asynccontextmanager
     async def open_tail(
         self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
-    ) -> AsyncIterator[_Tail]:
+    ) -> AsyncIterator[CursorTail]:
         """Live records with ``offset > after``, in order, in batches of <= ``max_batch``.
 
         Iteration stops when the bus closes; it raises :class:`StoreUnavailable` if the
         log's epoch changes (the log was lost) or a catch-up read from the store fails.
         """
         ch = await self._channel(channel)
-        tail = _Tail(self, ch, after)
+        tail = CursorTail(
+            ch,
+            after,
+            max_batch=self._max_batch,
+            visible=lambda: ch.committed,
+            read=functools.partial(self._read, ch),
+            stopped=lambda: self._closed,
+        )
         ch.tails += 1
         self._stats.tails_open += 1
         try:
@@ -403,34 +412,6 @@ class MemoryBus:
             return records
         committed = ch.committed
         return [r for r in await self._store.read(ch.name, after, limit) if r.offset <= committed]
-
-
-class _Tail:
-    """Async iterator of record batches for one :meth:`MemoryBus.open_tail`."""
-
-    def __init__(self, bus: MemoryBus, ch: _Channel, after: int) -> None:
-        self._bus = bus
-        self._ch = ch
-        self._epoch = ch.epoch
-        self._cursor = after
-        self.closed = False
-
-    def __aiter__(self) -> _Tail:
-        return self
-
-    async def __anext__(self) -> Sequence[Record]:
-        ch = self._ch
-        while True:
-            if self.closed or self._bus._closed:
-                raise StopAsyncIteration
-            if ch.epoch != self._epoch:
-                raise StoreUnavailable(f"channel {ch.name!r}: log epoch changed, tail ended")
-            if self._cursor < ch.committed:
-                batch = await self._bus._read(ch, self._cursor, self._bus._max_batch)
-                if batch and ch.epoch == self._epoch:
-                    self._cursor = batch[-1].offset
-                    return batch
-            await ch.lot.park()
 
 
 @asynccontextmanager

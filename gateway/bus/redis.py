@@ -33,6 +33,7 @@ How it keeps the :class:`gateway.bus.base.Bus` guarantees (scripts in
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -44,6 +45,7 @@ from typing import Any
 import msgspec
 import trio
 
+from gateway.bus._tail import CursorTail
 from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
 from gateway.errors import StoreUnavailable
@@ -269,10 +271,17 @@ class RedisBus:
     @asynccontextmanager
     async def open_tail(
         self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
-    ) -> AsyncIterator[_Tail]:
+    ) -> AsyncIterator[CursorTail]:
         """Live records after ``after``; raises StoreUnavailable if the epoch changes."""
         ch = await self._chan(channel)
-        tail = _Tail(self, ch, after)
+        tail = CursorTail(
+            ch,
+            after,
+            max_batch=self.max_batch,
+            visible=lambda: ch.known,
+            read=functools.partial(self._read, ch),
+            stopped=lambda: self._closed,
+        )
         if on_ephemeral is not None:
             ch.handlers.append(on_ephemeral)
         ch.tails += 1
@@ -663,35 +672,6 @@ def _record(channel: str, epoch: str, offset: int, r: bytes) -> Record:
 def _entry(channel: str, epoch: str, entry: list[Any]) -> Record:
     """A stream entry ``[b"0-<offset>", [b"k", key, b"r", r]]`` as a Record."""
     return _record(channel, epoch, int(entry[0][2:]), entry[1][3])
-
-
-class _Tail:
-    def __init__(self, bus: RedisBus, ch: _Chan, after: int) -> None:
-        self._bus = bus
-        self._ch = ch
-        self._epoch = ch.epoch
-        self._cursor = after
-        self.closed = False
-
-    def __aiter__(self) -> _Tail:
-        return self
-
-    async def __anext__(self) -> Sequence[Record]:
-        ch = self._ch
-        while True:
-            if self.closed or self._bus._closed:
-                raise StopAsyncIteration
-            if ch.epoch != self._epoch:
-                raise StoreUnavailable(f"channel {ch.name!r}: log epoch changed, tail ended")
-            known = ch.known
-            if known is not None and self._cursor < known:
-                limit = min(self._bus.max_batch, known - self._cursor)
-                batch = await self._bus._read(ch, self._cursor, limit)
-                batch = [r for r in batch if r.offset <= known]
-                if batch and ch.epoch == self._epoch:
-                    self._cursor = batch[-1].offset
-                    return batch
-            await ch.lot.park()
 
 
 @asynccontextmanager
