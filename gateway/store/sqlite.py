@@ -26,7 +26,6 @@ stored one), but only one bus should assign offsets for a channel.
 from __future__ import annotations
 
 import enum
-import os
 import secrets
 import sqlite3
 import time
@@ -39,6 +38,7 @@ import trio
 
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
+from gateway.store._sqlite_wal import WalConnection
 from gateway.store.base import StoreStatistics
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
@@ -106,7 +106,7 @@ class _Conflict(Exception):
     """A write would change a stored record or mix epochs; the transaction is rolled back."""
 
 
-class SqliteStore:
+class SqliteStore(WalConnection):
     """A :class:`gateway.store.base.MessageStore` on one SQLite file.
 
     ``path`` is a file path (its parent directory is created) or ``":memory:"``. The
@@ -118,16 +118,7 @@ class SqliteStore:
     """
 
     def __init__(self, path: str, *, durability: str = "full", fsync_interval: float = 1.0) -> None:
-        if durability not in ("full", "interval"):
-            raise ValueError("durability must be 'full' or 'interval'")
-        self.path = path
-        self.durability = durability
-        self.fsync_interval = fsync_interval
-        self._inline = durability == "interval"
-        self._unsynced = 0  # commits since the last checkpoint (interval mode)
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._limiter = trio.CapacityLimiter(1)  # held by the task whose thread runs ops
+        super().__init__(path, _SCHEMA, durability=durability, fsync_interval=fsync_interval)
         self._ops: deque[_Op[Any]] = deque()
         self._epochs: dict[str, str] = {}  # committed epochs, touched in the worker only
         self._stats = StoreStatistics()
@@ -181,25 +172,6 @@ class SqliteStore:
             except Exception as exc:
                 op.error = exc
             op.state = _State.DONE
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=5.0
-        )
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {'NORMAL' if self._inline else 'FULL'}")
-            if self._inline:  # checkpoints (which fsync) run off the loop: run_checkpointer
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     # -- MessageStore ------------------------------------------------------------------
 
@@ -305,64 +277,6 @@ class SqliteStore:
         """A snapshot: records written, write calls (transactions), read calls."""
         s = self._stats
         return StoreStatistics(writes=s.writes, batches=s.batches, reads=s.reads)
-
-    async def run_checkpointer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Interval mode: every ``fsync_interval`` seconds, if anything was committed,
-        checkpoint the WAL from a second connection in a worker thread, which fsyncs the
-        WAL (and then the database). Runs until cancelled; :func:`open_sqlite_store`
-        starts it."""
-        task_status.started()
-        if not self._inline or self.path == ":memory:":
-            return
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                await trio.sleep(self.fsync_interval)
-                if not self._unsynced:
-                    continue
-                pending = self._unsynced
-                if conn is None:
-                    conn = await trio.to_thread.run_sync(self._connect_checkpointer)
-                try:
-                    await trio.to_thread.run_sync(_checkpoint, conn, "PASSIVE")
-                except sqlite3.Error:
-                    continue  # retried next interval; the WAL keeps everything meanwhile
-                self._unsynced -= pending
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _connect_checkpointer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
-    async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail.
-        In interval mode the WAL is checkpointed (fsynced) first."""
-        if self._closed:
-            return
-
-        def close() -> None:
-            self._closed = True
-            if self._conn is not None:
-                if self._inline and self._unsynced:
-                    _checkpoint(self._conn, "TRUNCATE")
-                self._conn.close()
-                self._conn = None
-
-        with trio.CancelScope(shield=True):
-            try:
-                await trio.to_thread.run_sync(close, limiter=self._limiter)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"sqlite store {self.path!r}: close failed: {exc}") from exc
-
-
-def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
-    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
 
 def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
