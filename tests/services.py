@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TypeAlias
+from typing import Self, TypeAlias
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -179,32 +179,26 @@ def ping(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
-    """One ``redis-server`` child process on 127.0.0.1.
-
-    ``port`` defaults to a free port; it and ``dir`` stay the same across restarts, so
-    ``url`` stays valid and the data (AOF in ``dir``) comes back.
-    """
+class _ChildServer:
+    """Lifecycle of one server child process in its own process group: the parts that
+    do not depend on what the server is. Subclasses set ``_proc`` in ``start``."""
 
     host = HOST
+    url: str
+    dir: Path
 
-    def __init__(self, dir: Path, port: int | None = None, *, cluster: bool = False) -> None:
-        self.dir = Path(dir).resolve()
-        self.cluster = cluster
-        if port is None:
-            port = free_cluster_port() if cluster else free_port()
-        self.port = port
-        self.url = f"redis://{self.host}:{self.port}"
-        self.logfile = self.dir / "redis.log"
-        self._outfile = self.dir / "redis.out"
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
 
+    def start(self) -> None:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         state = "paused" if self.paused else "running" if self.running else "stopped"
-        return f"<RedisServer {self.url} {state} dir={self.dir}>"
+        return f"<{type(self).__name__} {self.url} {state} dir={self.dir}>"
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -215,8 +209,6 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    # -- state -------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
@@ -230,6 +222,77 @@ class RedisServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self.running and self._proc is not None else None
+
+    def stop(self) -> None:
+        """SIGTERM and wait (a paused server is continued first; one that does not exit
+        within 10 s is killed)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            if self._paused:
+                _killpg(proc, signal.SIGCONT)
+            _killpg(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _killpg(proc, signal.SIGKILL)
+                proc.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL (the whole process group) and wait: a crash, nothing is flushed on exit."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _killpg(proc, signal.SIGKILL)
+            proc.wait()
+        self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP: the port stays open, connections hang until :meth:`resume`."""
+        if not self.running or self._proc is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _killpg(self._proc, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if not self.running or self._proc is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _killpg(self._proc, signal.SIGCONT)
+        self._paused = False
+
+    def restart(self) -> None:
+        """Stop (or kill, if it will not stop) and start again on the same port and dir."""
+        self.stop()
+        self.start()
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            _live.discard(self._proc)
+        self._proc = None
+        self._paused = False
+
+
+class RedisServer(_ChildServer):
+    """One ``redis-server`` child process on 127.0.0.1.
+
+    ``port`` defaults to a free port; it and ``dir`` stay the same across restarts, so
+    ``url`` stays valid and the data (AOF in ``dir``) comes back.
+    """
+
+    def __init__(self, dir: Path, port: int | None = None, *, cluster: bool = False) -> None:
+        self.dir = Path(dir).resolve()
+        self.cluster = cluster
+        if port is None:
+            port = free_cluster_port() if cluster else free_port()
+        self.port = port
+        self.url = f"redis://{self.host}:{self.port}"
+        self.logfile = self.dir / "redis.log"
+        self._outfile = self.dir / "redis.out"
+        super().__init__()
 
     def ping(self, timeout: float = 1.0) -> bool:
         return ping(self.host, self.port, timeout)
@@ -322,62 +385,6 @@ class RedisServer:
                 if line.startswith("process_id:"):
                     return int(line.split(":", 1)[1])
         return None
-
-    def stop(self) -> None:
-        """SIGTERM and wait; the AOF is flushed, so the data survives a restart.
-
-        A paused server is continued first (a stopped process would not act on SIGTERM);
-        one that does not exit within 10 s is killed.
-        """
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            if self._paused:
-                _killpg(proc, signal.SIGCONT)
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _killpg(proc, signal.SIGKILL)
-                proc.wait()
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL (the whole process group) and wait: a crash, nothing is flushed on exit."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _killpg(proc, signal.SIGKILL)
-            proc.wait()
-        self._reap()
-
-    def pause(self) -> None:
-        """SIGSTOP: the port stays open, connections hang until :meth:`resume`."""
-        if not self.running or self._proc is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _killpg(self._proc, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        if not self.running or self._proc is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _killpg(self._proc, signal.SIGCONT)
-        self._paused = False
-
-    def restart(self) -> None:
-        """Stop (or kill, if it will not stop) and start again on the same port and dir."""
-        self.stop()
-        self.start()
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            _live.discard(self._proc)
-        self._proc = None
-        self._paused = False
 
     # -- commands ----------------------------------------------------------------------
 
@@ -545,7 +552,7 @@ def moto_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         conn.close()
 
 
-class MotoServer:
+class MotoServer(_ChildServer):
     """moto's server (``python -m moto.server``) as a child process on 127.0.0.1.
 
     It keeps everything in memory: a restart (or a kill) comes back empty, with no tables.
@@ -555,7 +562,6 @@ class MotoServer:
     RuntimeError saying why, with the server's output.
     """
 
-    host = HOST
     start_timeout = 30.0
 
     def __init__(self, dir: Path, port: int | None = None) -> None:
@@ -563,36 +569,7 @@ class MotoServer:
         self.port = free_port() if port is None else port
         self.url = f"http://{self.host}:{self.port}"
         self.logfile = self.dir / "moto.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._paused = False
-
-    def __repr__(self) -> str:
-        state = "paused" if self.paused else "running" if self.running else "stopped"
-        return f"<MotoServer {self.url} {state} dir={self.dir}>"
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def paused(self) -> bool:
-        return self.running and self._paused
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        super().__init__()
 
     def ping(self, timeout: float = 1.0) -> bool:
         return moto_answers(self.host, self.port, timeout)
@@ -650,52 +627,3 @@ class MotoServer:
                     f"{self.start_timeout:.0f} s:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL after 10 s); everything it held is gone."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            if self._paused:
-                _killpg(proc, signal.SIGCONT)
-            _killpg(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _killpg(proc, signal.SIGKILL)
-                proc.wait()
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL the process group and wait."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _killpg(proc, signal.SIGKILL)
-            proc.wait()
-        self._reap()
-
-    def pause(self) -> None:
-        """SIGSTOP: the port stays open, requests hang until :meth:`resume`."""
-        if not self.running or self._proc is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _killpg(self._proc, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        if not self.running or self._proc is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _killpg(self._proc, signal.SIGCONT)
-        self._paused = False
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            _live.discard(self._proc)
-        self._proc = None
-        self._paused = False
