@@ -52,6 +52,7 @@ from bench.common import (
     SERVER_CORE,
     free_port,
     machine_facts,
+    other_benches,
     percentile,
     pin,
     raise_nofile,
@@ -579,20 +580,6 @@ def _tree_state() -> dict[str, Any]:
         ).stdout
         return {"gateway_dirty_files": [ln[3:] for ln in out.splitlines()]}
     return {}
-
-
-def other_benches() -> list[str]:
-    """Any ``python -m bench.*`` process (or a server it started) not in this process tree."""
-    me = psutil.Process()
-    mine = {me.pid, *(c.pid for c in me.children(recursive=True))}
-    with contextlib.suppress(psutil.Error):
-        mine.update(p.pid for p in me.parents())
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if proc.info["pid"] not in mine and "-m bench." in cmd:
-            found.append(f"{proc.info['pid']}: {cmd[:120]}")
-    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -775,23 +775,6 @@ def redis_version() -> str:
     return "unknown"
 
 
-def other_bench_modules() -> list[str]:
-    """Any ``python -m bench.*`` process outside this process tree (the shared check in
-    ``bench.common`` knows only the older benches)."""
-    import psutil
-
-    me = psutil.Process()
-    mine = {me.pid, *(c.pid for c in me.children(recursive=True))}
-    with contextlib.suppress(psutil.Error):
-        mine.update(p.pid for p in me.parents())
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if proc.info["pid"] not in mine and "-m bench." in cmd:
-            found.append(f"{proc.info['pid']}: {cmd[:120]}")
-    return found
-
-
 def client_source() -> dict[str, Any]:
     """Which gateway.redis was measured: a hash of its files and whether git sees changes."""
     import hashlib
@@ -853,7 +836,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_main(args.worker, args.port, args.redis_pid, json.loads(args.ops), args.rep)
         return
 
-    found = other_benches() + other_bench_modules()
+    found = other_benches()
     if found and not args.allow_concurrent:
         sys.exit("another bench is running; wait for it:\n  " + "\n  ".join(found))
     candidates = [c for c in args.candidates.split(",") if c]
