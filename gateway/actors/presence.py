@@ -16,7 +16,9 @@ import trio
 
 from gateway.errors import GatewayError
 from gateway.presence.base import Presence, PresenceState
+from gateway.protocol import build_frame
 from gateway.protocol import frames as f
+from gateway.protocol.codec import Codec
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Sequence
@@ -29,8 +31,12 @@ log = logging.getLogger("gateway.presence")
 class Follower(Protocol):
     """What the hub needs of a connection."""
 
+    codec: Codec
+
     @property
     def device(self) -> str: ...
+
+    def send_frame(self, data: bytes) -> None: ...
 
     def send(self, frame: f.ServerFrame) -> None: ...
 
@@ -117,8 +123,14 @@ class PresenceHub:
         if followers:
             self._changes[state.user] = self._changes.get(state.user, 0) + 1
             event = _event(state)
+            frames: dict[Codec, bytes] = {}  # encoded once per codec, not per follower
             for conn in list(followers):
-                conn.send(event)
+                data = frames.get(conn.codec)
+                if data is None:
+                    data = frames[conn.codec] = build_frame(
+                        conn.codec.encode(event), conn.codec.binary
+                    )
+                conn.send_frame(data)
 
     async def _call(self, op: Awaitable[object]) -> None:
         try:
