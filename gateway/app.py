@@ -7,6 +7,8 @@ accepts connections. Leaving the context drains gracefully.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import signal
@@ -30,6 +32,7 @@ from gateway.redis import open_redis
 from gateway.routes.http import serve_rest
 from gateway.routes.rest import create_rest_app
 from gateway.store.base import MessageStore
+from gateway.store.domain_sqlite import open_sqlite_domain_store
 from gateway.store.sqlite import open_sqlite_store
 
 __all__ = ["Gateway", "open_gateway", "serve"]
@@ -68,10 +71,23 @@ class Gateway:
         return await self.node.drain(self.settings.drain_timeout)
 
 
+def _hs256_secret(settings: Settings) -> str:
+    if settings.jwt_secret or settings.jwks_url:
+        return settings.jwt_secret
+    return load_or_create_dev_secret(settings.data_dir)
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """The key listing cursors are signed with: ``GATEWAY_CURSOR_KEY``, else derived
+    from the HS256 secret (the configured one, else the node's dev secret)."""
+    if settings.cursor_key:
+        return settings.cursor_key.encode()
+    base = _hs256_secret(settings) or load_or_create_dev_secret(settings.data_dir)
+    return hmac.new(base.encode(), b"gateway listing cursors v1", hashlib.sha256).digest()
+
+
 def _verifier(settings: Settings) -> TokenVerifier:
-    secret = settings.jwt_secret
-    if not secret and not settings.jwks_url:
-        secret = load_or_create_dev_secret(settings.data_dir)
+    secret = _hs256_secret(settings)
     return TokenVerifier(
         hs256_secret=secret,
         jwks_url=settings.jwks_url,
@@ -127,11 +143,17 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             durability=settings.sqlite_durability,
             fsync_interval=settings.sqlite_fsync_interval,
         ) as store,
+        open_sqlite_domain_store(
+            os.path.join(settings.data_dir, "domain.sqlite3"),
+            cursor_key(settings),
+            durability=settings.sqlite_durability,
+            fsync_interval=settings.sqlite_fsync_interval,
+        ) as domain,
         open_backends(settings, store) as (bus, presence),
         trio.open_nursery() as nursery,
     ):
         metrics = Metrics()
-        node = Node(settings, nursery, bus, verifier, metrics, presence=presence)
+        node = Node(settings, nursery, bus, verifier, metrics, presence=presence, domain=domain)
         ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
         restarts: list[int] = []
         app = create_rest_app(node)

@@ -60,6 +60,9 @@ class Settings:
     jwt_audience: str = ""
     jwks_cache_seconds: float = 300.0
     jwt_leeway: float = 30.0  # clock skew allowed on exp/nbf; a session ends at exp + leeway
+    # signs listing cursors; empty -> derived from the HS256 secret (the same on every
+    # node that shares it). Set it when several nodes verify with JWKS only.
+    cursor_key: str = ""
     allowed_origins: tuple[str, ...] = (
         "http://localhost",
         "http://localhost:*",
@@ -111,6 +114,13 @@ class Settings:
             )
         if self.jwt_secret and len(self.jwt_secret.encode()) < 32:
             raise SettingsError("GATEWAY_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2)")
+        if self.cursor_key and len(self.cursor_key.encode()) < 32:
+            raise SettingsError("GATEWAY_CURSOR_KEY must be at least 32 bytes")
+        if self.redis_url and self.jwks_url and not (self.cursor_key or self.jwt_secret):
+            raise SettingsError(
+                "GATEWAY_CURSOR_KEY must be set when nodes share Redis and verify with JWKS "
+                "(every node must sign listing cursors with the same key)"
+            )
         if self.jwt_leeway < 0 or self.jwt_leeway > 300:
             raise SettingsError("GATEWAY_JWT_LEEWAY must be between 0 and 300 seconds")
         if self.sqlite_durability not in ("interval", "full"):

@@ -25,6 +25,7 @@ from gateway.errors import CloseCode
 from gateway.metrics import Metrics
 from gateway.presence.base import Presence
 from gateway.protocol.session import Phase
+from gateway.store.domain import DomainStore
 
 if TYPE_CHECKING:
     from gateway.auth import Identity
@@ -49,6 +50,7 @@ class Node:
         metrics: Metrics,
         *,
         presence: Presence,
+        domain: DomainStore,
     ) -> None:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -56,6 +58,7 @@ class Node:
         self.bus = bus
         bus.on_revoke(self.revoke)  # revocations made on other nodes
         self.presence = PresenceHub(presence)
+        self.domain = domain
         self.verifier = verifier
         self.metrics = metrics
         self.registry = ChannelRegistry(
