@@ -35,6 +35,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from gateway.actors.access import Access, Grant, channel_access
 from gateway.errors import CloseCode, ErrorCode, GatewayError, ProtocolViolation
 from gateway.model import Position
 from gateway.protocol import build_frame, negotiate
@@ -60,8 +61,10 @@ class Connection:
         "_draining",
         "_fd",
         "_frags",
+        "_grants",
         "_parts",
         "_progress",
+        "_revocations",
         "_size",
         "auth_deadline",
         "closing",
@@ -103,6 +106,8 @@ class Connection:
         self._parts: list[bytes | str] = []
         self._size = 0
         self._frags = 0
+        self._grants: dict[str, Grant] = {}  # subscribed channel -> what the user may do
+        self._revocations = 0  # bumped by every revoke: an in-flight subscribe re-checks
 
     # ================================================================ writer
 
@@ -252,17 +257,33 @@ class Connection:
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + CLOSE_GRACE)
 
     def channel_failed(self, channel: str) -> None:
+        self._grants.pop(channel, None)
         self.session.unsubscribed(channel)
         self.send(f.Unsubscribed(channel=channel, reason="restart"))
 
     def revoke(self, channel: str) -> None:
-        """Access to ``channel`` was withdrawn: stop delivering it at once."""
-        actor = self.node.registry.get(channel)
-        if actor is not None:
-            actor.detach(self)
-        if channel in self.session.subscriptions:
-            self.session.unsubscribed(channel)
-            self.send(f.Unsubscribed(channel=channel, reason="forbidden"))
+        """Access to ``channel`` was withdrawn: stop delivering it at once. Revoking a
+        workspace's event log (``ws.<id>``) withdraws every channel of that workspace."""
+        self._revocations += 1
+        channels = [channel]
+        if channel.startswith("ws."):
+            workspace = channel[3:]
+            channels += [c for c, g in self._grants.items() if g.workspace == workspace]
+        for ch in channels:
+            self._grants.pop(ch, None)
+            actor = self.node.registry.get(ch)
+            if actor is not None:
+                actor.detach(self)
+            if ch in self.session.subscriptions:
+                self.session.unsubscribed(ch)
+                self.send(f.Unsubscribed(channel=ch, reason="forbidden"))
+
+    def regrant(self, channel: str) -> None:
+        """The channel changed (archived, ...): re-check the right to post before the
+        next publish."""
+        grant = self._grants.get(channel)
+        if grant is not None and grant.access is Access.POST:
+            self._grants[channel] = Grant(Access.READ, grant.workspace, "re-check")
 
     def ping(self, now: float) -> None:
         self.last_ping = now
@@ -466,13 +487,12 @@ class Connection:
         elif isinstance(action, s.DoSubscribe):
             await self._subscribe(action.channel, action.since)
         elif isinstance(action, s.DoTyping):
-            actor = self.node.registry.get(action.channel)
-            if actor is not None and self.session.user is not None:
-                actor.typing(self, self.session.user)
+            await self._typing(action.channel)
         elif isinstance(action, s.DoUnsubscribe):
             actor = self.node.registry.get(action.channel)
             if actor is not None:
                 actor.detach(self)
+            self._grants.pop(action.channel, None)
             self.session.unsubscribed(action.channel)
             self.send(f.Unsubscribed(channel=action.channel))
         elif isinstance(action, s.DoPresenceWatch):
@@ -519,17 +539,20 @@ class Connection:
     async def _subscribe(self, channel: str, since: Position | None) -> None:
         identity = self.identity
         assert identity is not None
-        if not identity.can_access(channel):
-            self._error(ErrorCode.FORBIDDEN, "not allowed on this channel", channel=channel)
-            return
+        revocations = self._revocations
         try:
-            revoked = await self.node.bus.revoked(identity.user, channel)
+            grant = await channel_access(self.node.domain, identity, channel)
+            revoked = bool(grant.access) and await self.node.bus.revoked(identity.user, channel)
         except GatewayError as exc:
             self._error(exc.code, exc.message, channel=channel, retryable=exc.retryable)
+            return
+        if not grant.access:
+            self._error(ErrorCode.FORBIDDEN, grant.reason, channel=channel)
             return
         if revoked:
             self._error(ErrorCode.FORBIDDEN, "access to this channel was revoked", channel=channel)
             return
+        self._grants[channel] = grant
         registry = self.node.registry
         previous = registry.get(channel)
         if previous is not None:
@@ -539,23 +562,61 @@ class Connection:
             self.session.subscribed(channel)
             await actor.attach(self, since, self.node.settings.limits.replay_max)
         except trio.BrokenResourceError:
+            self._grants.pop(channel, None)
             self.session.unsubscribed(channel)
             if not self.closing:
                 self.send(f.Unsubscribed(channel=channel, reason="restart"))
         except GatewayError as exc:
+            self._grants.pop(channel, None)
             self.session.unsubscribed(channel)
             self._error(exc.code, exc.message, channel=channel, retryable=exc.retryable)
+            return
+        if revocations != self._revocations and channel in self._grants:
+            await self._recheck(channel)  # a revocation may have raced this subscribe
+
+    async def _recheck(self, channel: str) -> None:
+        identity = self.identity
+        assert identity is not None
+        try:
+            grant = await channel_access(self.node.domain, identity, channel)
+        except GatewayError:
+            grant = Grant(Access.NONE)  # cannot tell: fail closed, the client resubscribes
+        if grant.access and channel in self._grants:
+            self._grants[channel] = grant
+        else:
+            self.revoke(channel)
+
+    async def _may_post(self, channel: str, ref: str | None) -> bool:
+        """POST access on a subscribed channel; a READ grant is re-checked (the user may
+        have joined since), and refused with the grant's reason."""
+        grant = self._grants.get(channel)
+        if grant is not None and grant.access is Access.POST:
+            return True
+        identity = self.identity
+        assert identity is not None
+        try:
+            grant = await channel_access(self.node.domain, identity, channel)
+        except GatewayError as exc:
+            self._error(exc.code, exc.message, ref=ref, channel=channel, retryable=exc.retryable)
+            return False
+        if channel in self._grants and grant.access:
+            self._grants[channel] = grant
+        if grant.access is Access.POST and channel in self._grants:
+            return True
+        self._error(ErrorCode.FORBIDDEN, grant.reason or "not allowed", ref=ref, channel=channel)
+        return False
+
+    async def _typing(self, channel: str) -> None:
+        actor = self.node.registry.get(channel)
+        user = self.session.user
+        if actor is None or user is None or not await self._may_post(channel, None):
+            return
+        actor.typing(self, user)
 
     async def _publish(self, frame: f.Publish) -> None:
         identity = self.identity
         assert identity is not None
-        if not identity.can_access(frame.channel):
-            self._error(
-                ErrorCode.FORBIDDEN,
-                "not allowed on this channel",
-                ref=frame.cmid,
-                channel=frame.channel,
-            )
+        if not await self._may_post(frame.channel, frame.cmid):
             return
         try:
             appended = await self.node.bus.append(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from gateway.actors.connection import Connection
+from gateway.actors.domain import DomainService
 from gateway.actors.presence import PresenceHub
 from gateway.actors.registry import ChannelRegistry
 from gateway.bus import Bus
@@ -58,7 +59,7 @@ class Node:
         self.bus = bus
         bus.on_revoke(self.revoke)  # revocations made on other nodes
         self.presence = PresenceHub(presence)
-        self.domain = domain
+        self.domain: DomainStore = DomainService(domain, self)
         self.verifier = verifier
         self.metrics = metrics
         self.registry = ChannelRegistry(
@@ -108,11 +109,23 @@ class Node:
         await self.bus.revoke(user, channel, self.settings.revocation_ttl)
         return self.revoke(user, channel)
 
+    async def kick(self, user: str, channel: str) -> None:
+        """Make a membership change take effect on every node's connections now: end
+        ``user``'s subscriptions to ``channel`` (``ws.<id>``: to the whole workspace), or
+        with ``user`` empty, make everyone re-check posting rights on ``channel``. Records
+        no bar (membership decides what a resubscribe gets). Raises StoreUnavailable if
+        the other nodes could not be told."""
+        self.revoke(user, channel)
+        await self.bus.revoke(user, channel, 0)
+
     def revoke(self, user: str, channel: str) -> int:
-        """Withdraw ``user``'s access to ``channel`` on every local connection at once."""
+        """Withdraw ``user``'s access to ``channel`` on every local connection at once;
+        an empty ``user`` downgrades everyone's right to post on it to a re-check."""
         n = 0
         for conn in list(self.connections):
-            if conn.session.user == user:
+            if not user:
+                conn.regrant(channel)
+            elif conn.session.user == user:
                 conn.revoke(channel)
                 n += 1
         return n

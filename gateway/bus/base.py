@@ -91,7 +91,8 @@ class Bus(Protocol):
     async def revoke(self, user: str, channel: str, ttl: float) -> None:
         """Withdraw ``user``'s access to ``channel`` on every node, for ``ttl`` seconds:
         other nodes' handlers are called at once, and :meth:`revoked` answers True on
-        every node until it lapses (also on nodes started later). Raises
+        every node until it lapses (also on nodes started later). ``ttl`` 0 records
+        nothing and only calls the other nodes' handlers (membership kicks). Raises
         :class:`gateway.errors.StoreUnavailable` if it could not be recorded."""
         ...
 

@@ -228,6 +228,9 @@ class MemoryBus:
         """One process, no other nodes: nothing to call."""
 
     async def revoke(self, user: str, channel: str, ttl: float) -> None:
+        await trio.lowlevel.checkpoint()
+        if ttl <= 0:
+            return
         now = time.monotonic()
         self._revoked = {k: v for k, v in self._revoked.items() if v > now}
         self._revoked[(user, channel)] = now + ttl

@@ -14,6 +14,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from gateway.actors.access import channel_access
 from gateway.errors import ErrorCode, GatewayError
 from gateway.protocol.frames import CHANNEL_PATTERN
 
@@ -118,9 +119,10 @@ def create_rest_app(node: Node) -> QuartTrio:
             return _error(503 if exc.retryable else 401, exc.code, exc.message)
         if not _channel_re.match(channel):
             return _error(400, ErrorCode.INVALID_FIELD, "invalid channel name")
-        if not identity.can_access(channel):
-            return _error(403, ErrorCode.FORBIDDEN, "not allowed on this channel")
         try:
+            grant = await channel_access(node.domain, identity, channel)
+            if not grant.access:
+                return _error(403, ErrorCode.FORBIDDEN, grant.reason)
             if await node.bus.revoked(identity.user, channel):
                 return _error(403, ErrorCode.FORBIDDEN, "access to this channel was revoked")
         except GatewayError as exc:

@@ -1,0 +1,85 @@
+"""Who may read and post on a channel: memberships for domain channels, the token otherwise.
+
+Channel names fall in two families:
+
+* **Domain channels** (``ch.<24 hex>`` public/private channels, ``dm.<32 hex>`` direct
+  conversations, ``ws.<workspace>`` a workspace's event log): membership in the domain
+  store decides, with the rules of :mod:`gateway.domain.rules`. The token's ``channels``
+  claim never grants them, not even ``*``.
+* **Free channels** (any other name): the token's ``channels`` glob claim decides, as
+  for a plain pub/sub deployment without the chat domain.
+
+A subscription is the capability: it is checked once, on subscribe (and on resume), and
+withdrawn at once on every node when the membership goes (``Node.kick``). Posting needs
+``POST`` access; a workspace member previewing a public channel it has not joined gets
+``READ`` only and is told to join first.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from gateway.auth import Identity
+from gateway.domain import rules
+from gateway.store.domain import DomainStore
+
+__all__ = ["Access", "Grant", "channel_access", "is_domain_channel", "workspace_channel"]
+
+_DOMAIN = re.compile(r"^(?:ch\.[0-9a-f]{24}|dm\.[0-9a-f]{32})\Z")
+RESERVED_PREFIXES = ("ch.", "dm.", "ws.")
+
+
+class Access(enum.IntEnum):
+    NONE = 0
+    READ = 1  # may subscribe and read history
+    POST = 2  # may also publish and send typing
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    access: Access
+    workspace: str | None = None  # the workspace of a domain channel
+    reason: str = ""  # why access is short of POST, for the error message
+
+
+def is_domain_channel(channel: str) -> bool:
+    return _DOMAIN.match(channel) is not None
+
+
+def workspace_channel(workspace: str) -> str:
+    """The name of a workspace's event log (channel and member changes)."""
+    return f"ws.{workspace}"
+
+
+async def channel_access(domain: DomainStore, identity: Identity, channel: str) -> Grant:
+    """What ``identity`` may do on ``channel`` now. Raises StoreUnavailable if the domain
+    store cannot answer (the caller reports it as retryable)."""
+    user = identity.user
+    if channel.startswith("ws."):
+        workspace = channel[3:]
+        member = await domain.get_member(workspace, user)
+        if member is None:
+            return Grant(Access.NONE, reason="not a member of this workspace")
+        return Grant(Access.READ, workspace, reason="a workspace's event log is read-only")
+    if not is_domain_channel(channel):
+        if channel.startswith(RESERVED_PREFIXES):
+            return Grant(Access.NONE, reason="no such channel")
+        if identity.can_access(channel):
+            return Grant(Access.POST)
+        return Grant(Access.NONE, reason="not allowed on this channel")
+    record = await domain.get_channel(channel)
+    if record is None:
+        return Grant(Access.NONE, reason="no such channel")
+    member = await domain.get_member(record.workspace, user)
+    role = None if member is None else member.role
+    if role is None:
+        return Grant(Access.NONE, record.workspace, reason="no such channel")
+    joined = await domain.is_channel_member(channel, user)
+    if rules.can_post(role, record, is_member=joined):
+        return Grant(Access.POST, record.workspace)
+    if rules.can_see_channel(role, record, is_member=joined):
+        why = "the channel is archived" if record.archived else "join the channel to post"
+        return Grant(Access.READ, record.workspace, reason=why)
+    return Grant(Access.NONE, record.workspace, reason="no such channel")
