@@ -32,10 +32,11 @@ from gateway.redis import open_redis
 from gateway.routes.http import serve_rest
 from gateway.routes.rest import create_rest_app
 from gateway.store.base import MessageStore
+from gateway.store.domain import DomainStore
 from gateway.store.domain_sqlite import open_sqlite_domain_store
 from gateway.store.sqlite import open_sqlite_store
 
-__all__ = ["Gateway", "open_gateway", "serve"]
+__all__ = ["Gateway", "open_gateway", "open_stores", "serve"]
 
 log = logging.getLogger("gateway.app")
 
@@ -128,18 +129,13 @@ async def open_backends(
 
 
 @asynccontextmanager
-async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """Run one gateway node: SQLite + in-process bus by default, Redis Streams if set.
-
-    With Redis, every node must see the same message store (one SQLite file on one
-    host here; DynamoDB in production), since any node may write a channel behind.
-    """
+async def open_stores(settings: Settings) -> AsyncIterator[tuple[MessageStore, DomainStore]]:
+    """The message store and the domain store in ``settings.data_dir`` (created if need be):
+    ``messages.sqlite3`` and ``domain.sqlite3``."""
     os.makedirs(settings.data_dir, exist_ok=True)
-    verifier = _verifier(settings)
-    db = os.path.join(settings.data_dir, "messages.sqlite3")
     async with (
         open_sqlite_store(
-            db,
+            os.path.join(settings.data_dir, "messages.sqlite3"),
             durability=settings.sqlite_durability,
             fsync_interval=settings.sqlite_fsync_interval,
         ) as store,
@@ -149,6 +145,21 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             durability=settings.sqlite_durability,
             fsync_interval=settings.sqlite_fsync_interval,
         ) as domain,
+    ):
+        yield store, domain
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """Run one gateway node: SQLite + in-process bus by default, Redis Streams if set.
+
+    With Redis, every node must see the same message store (one SQLite file on one
+    host here; DynamoDB in production), since any node may write a channel behind.
+    """
+    os.makedirs(settings.data_dir, exist_ok=True)
+    verifier = _verifier(settings)
+    async with (
+        open_stores(settings) as (store, domain),
         open_backends(settings, store) as (bus, presence),
         trio.open_nursery() as nursery,
     ):

@@ -1,9 +1,10 @@
-"""The ``gateway`` command: serve, token, chat, events."""
+"""The ``gateway`` command: serve, token, seed, chat, events."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TypeVar
 
 __all__ = ["main"]
 
@@ -37,10 +38,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _os_errors(exc: BaseException) -> list[OSError]:
     """The OSErrors in ``exc`` if that is all it holds, else an empty list."""
-    if isinstance(exc, OSError):
+    return _only(exc, OSError)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _only(exc: BaseException, kind: type[_E]) -> list[_E]:
+    """The ``kind`` exceptions in ``exc`` (a group or not) if that is all it holds, else []."""
+    if isinstance(exc, kind):
         return [exc]
     if isinstance(exc, BaseExceptionGroup):
-        found = [_os_errors(e) for e in exc.exceptions]
+        found = [_only(e, kind) for e in exc.exceptions]
         if all(found):
             return [e for sub in found for e in sub]
     return []
@@ -66,6 +75,68 @@ def _token(args: argparse.Namespace) -> int:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             admin=args.admin,
+        )
+    )
+    return 0
+
+
+SEED_HELP = """\
+Load a demo workspace into the data dir: users alice (owner), bob (admin), carol
+(member) and dave (guest) in workspace "acme"; channels #general, #random and
+#design (private); a DM alice+bob and a group DM alice+bob+carol; a few messages.
+Safe to run again: nothing is created twice. It prints the channel ids and how
+to connect.
+
+Embedded default (no GATEWAY_REDIS_URL): run it before `gateway serve`, or stop
+the node first. It writes the same SQLite files the node uses (safe), but a
+running node keeps each channel log it has already used in memory: it does not
+show seeded messages in such a channel (a DM opened before seeding) and its next
+append there fails once while it reloads. Channels created by the seed are new
+to the node, which reads them from the files. With the Redis bus, seeding while
+nodes run is fine.
+"""
+
+
+def _seed(args: argparse.Namespace) -> int:
+    import trio
+
+    from gateway.app import open_backends, open_stores
+    from gateway.config import Settings, SettingsError
+    from gateway.errors import GatewayError
+    from gateway.logs import configure_logging
+    from gateway.seed import SeedConflict, SeedReport, format_report, seed
+
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir)
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+
+    async def run() -> SeedReport:
+        async with (
+            open_stores(settings) as (store, domain),
+            open_backends(settings, store) as (bus, _),
+        ):
+            return await seed(domain, bus)
+
+    try:
+        report = trio.run(run)
+    except (SeedConflict, GatewayError, BaseExceptionGroup) as exc:
+        errors = _only(exc, Exception)
+        if not errors or not all(isinstance(e, SeedConflict | GatewayError) for e in errors):
+            raise
+        for err in errors:
+            print(f"gateway seed: {err}", file=sys.stderr)
+        return 1
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    print(
+        format_report(
+            report,
+            data_dir=settings.data_dir,
+            http_url=f"http://{host}:{settings.http_port}",
+            ws_url=f"ws://{host}:{settings.ws_port}/ws",
         )
     )
     return 0
@@ -129,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin", action="store_true", help="add gateway_admin: true (revocations)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_token)
+
+    p = sub.add_parser(
+        "seed",
+        help="load a demo workspace (users, channels, messages); safe to run again",
+        description=SEED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", default=None, help="the node's data dir (env GATEWAY_DATA_DIR)")
+    p.set_defaults(func=_seed)
 
     from gateway.client import chat
 
