@@ -3,11 +3,18 @@
 How it keeps the :class:`gateway.bus.base.Bus` guarantees (scripts in
 ``gateway.bus.redis_scripts``):
 
-* **Offsets and epochs come from Redis.** One Lua script per append checks the cmid
-  index, takes the next offset from the channel's meta hash, adds the stream entry
-  ``0-<offset>`` and publishes it on the channel's shard channel, atomically. Every node
-  sees the same offsets. A channel without meta in Redis (new, or Redis lost it) starts
-  from the message store's position (``store.open_log``).
+* **Offsets and epochs come from Redis.** One Lua script call checks the cmid index,
+  takes the next offsets from the channel's meta hash, adds the stream entries
+  ``0-<offset>`` and publishes them on the channel's shard channel, atomically. Every
+  node sees the same offsets. A channel without meta in Redis (new, or Redis lost it)
+  starts from the message store's position (``store.open_log``).
+* **Group commit** (``gateway.bus._redis_chan``). While this node has an APPEND call in
+  flight for a channel, its further appends to that channel queue; when the call
+  returns, the queue goes out as one call (at most ``append_batch`` entries and about
+  ``append_batch_bytes``), which appends them in queue order and publishes them as one
+  live message. No timer: an idle channel's append is sent at once. Each append gets its
+  own result (a duplicate cmid, also one earlier in the same batch, is found per entry);
+  a call that fails fails each of its appends with :class:`StoreUnavailable`.
 * **Durability** is Redis's (run it with ``appendonly yes``): an append is acknowledged
   once the script ran. The message store is written *behind*: per channel, the node
   holding a short lease (any node that has the channel loaded) copies entries beyond
@@ -27,8 +34,9 @@ How it keeps the :class:`gateway.bus.base.Bus` guarantees (scripts in
   ``XRANGE``, and every subscription (re)confirmation and a periodic audit re-read the
   head, so a tail never misses a record and never yields one twice.
 * **Failures.** Redis unreachable: appends raise :class:`StoreUnavailable` (retryable).
-  An append whose connection broke mid-flight may or may not have happened; the retry
-  with the same cmid returns the record if it did, so nothing is ever doubled.
+  An append whose connection broke mid-flight (a whole batch, then) may or may not have
+  happened; each one's retry with the same cmid returns its record if it did, so nothing
+  is ever doubled.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import functools
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -45,6 +53,15 @@ from typing import Any
 import msgspec
 import trio
 
+from gateway.bus._redis_chan import (
+    Chan,
+    GroupCommit,
+    Pending,
+    decode_live,
+    encode_body,
+    entry,
+    record,
+)
 from gateway.bus._tail import CursorTail
 from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
@@ -56,48 +73,6 @@ from gateway.store.base import MessageStore
 __all__ = ["RedisBus", "open_redis_bus"]
 
 log = logging.getLogger("gateway.bus.redis")
-
-_Body = tuple[str, str, str, int, str | None]  # sender, cmid, body, ts, thread
-_encode = msgspec.msgpack.Encoder().encode
-_decode_body = msgspec.msgpack.Decoder(_Body).decode
-
-
-class _Chan:
-    """What this node knows of one channel."""
-
-    def __init__(self, bus: RedisBus, name: str, epoch: str) -> None:
-        p = f"{bus.prefix}:{{{name}}}"
-        self.name = name
-        self.meta, self.log, self.ids = f"{p}:m", f"{p}:log", f"{p}:ids:"
-        self.live_name, self.lease = f"{p}:live", f"{p}:lease"
-        self.epoch = epoch
-        self.known: int | None = None  # highest offset known to exist, while subscribed
-        self.hot: deque[Record] = deque(maxlen=bus.hot_window)  # contiguous, newest last
-        self.lot = trio.lowlevel.ParkingLot()
-        self.tails = 0
-        self.filling = False
-        self.refill = False
-        self.early: list[Record] = []  # published before the first fill finished
-        self.handlers: list[EphemeralHandler] = []  # of the open tails
-        self.live = trio.Event()  # set once subscribed and filled up to the head
-
-    def push(self, rec: Record) -> bool:
-        """Apply a record in offset order; False if it leaves a gap (fill needed)."""
-        known = self.known
-        if known is None or rec.offset <= known:
-            return True
-        if rec.offset != known + 1:
-            return False
-        self.hot.append(rec)
-        self.known = rec.offset
-        return True
-
-    def read_hot(self, after: int, limit: int) -> list[Record] | None:
-        hot = self.hot
-        if not hot or hot[0].offset > after + 1 or after >= hot[-1].offset:
-            return None
-        start = after + 1 - hot[0].offset
-        return [hot[i] for i in range(start, min(len(hot), start + limit))]
 
 
 class RedisBus:
@@ -121,9 +96,15 @@ class RedisBus:
         max_idle_channels: int = 1000,
         events_maxlen: int = 100_000,
         idempotency_window: float = 3600.0,
+        append_batch: int = 64,
+        append_batch_bytes: int = 256 * 1024,
     ) -> None:
         if hot_window < 1 or max_batch < 1:
             raise ValueError("hot_window and max_batch must be at least 1")
+        if not 1 <= append_batch <= 1000 or append_batch_bytes < 1:
+            raise ValueError("append_batch must be 1 to 1000, append_batch_bytes positive")
+        self.append_batch = append_batch
+        self.append_batch_bytes = append_batch_bytes
         self.redis = redis
         self.store = store
         self.prefix = prefix
@@ -139,8 +120,8 @@ class RedisBus:
         self.idempotency_window = idempotency_window
         self.events_key = f"{prefix}:events"
         self.node = uuid.uuid4().hex
-        self._chans: OrderedDict[str, _Chan] = OrderedDict()
-        self._by_live: dict[str, _Chan] = {}
+        self._chans: OrderedDict[str, Chan] = OrderedDict()
+        self._by_live: dict[str, Chan] = {}
         self._dirty: set[str] = set()  # channels with records maybe not in the store
         self._work = trio.Event()
         self._sub = Subscription(redis, self._on_message, self._on_subscribed)
@@ -153,45 +134,50 @@ class RedisBus:
         self._control = f"{prefix}:{{ctl}}:live"
         self._revoke_handler: RevokeHandler | None = None
         self._stats_dropped_ephemeral = 0
+        self.append_calls = 0  # APPEND script calls that succeeded (one per batch)
+        self._group = GroupCommit(
+            self._append_call,
+            redis.start_soon,
+            max_n=append_batch,
+            max_bytes=append_batch_bytes,
+        )
 
     # -- Bus -----------------------------------------------------------------------------
 
     async def append(
-        self, channel: str, *, sender: str, cmid: str, body: str, thread: str | None = None
+        self,
+        channel: str,
+        *,
+        sender: str,
+        cmid: str,
+        body: str,
+        thread: str | None = None,
+        kind: str = "",
     ) -> Appended:
         """Append to the channel's stream, or return the record already sent with cmid."""
         self._check_open()
         ch = await self._chan(channel)
-        key = f"{sender}\0{cmid}"
-        r = _encode((sender, cmid, body, time.time_ns() // 1_000_000, thread))
-        ids_now, ids_prev = self._ids(ch)
-        for _ in range(8):
-            reply = await self._script(
-                APPEND,
-                ch,
-                [ch.meta, ch.log, ids_now, ch.live_name, ids_prev],
-                key,
-                r,
-                int(2 * self.idempotency_window) + 60,
-            )
-            status = reply[0]
-            if status == 1:
-                self._stats.appends += 1
-                self._dirty.add(channel)
-                self._work.set()
-                epoch = reply[1].decode()
-                return Appended(_record(channel, epoch, reply[2], r))
-            if status == 2:
-                self._stats.duplicates += 1
-                epoch, offset = reply[1].decode(), reply[2]
-                if len(reply) > 3:
-                    return Appended(_record(channel, epoch, offset, reply[3]), duplicate=True)
-                found = await self.store.read(channel, offset - 1, 1)
-                if found and found[0].offset == offset:
-                    return Appended(found[0], duplicate=True)
-                raise StoreUnavailable(f"channel {channel}: offset {offset} is not readable")
-            await self._init(ch)  # status 0: Redis has no meta for this channel
-        raise StoreUnavailable(f"channel {channel}: the log keeps changing; retry")
+        ts = time.time_ns() // 1_000_000
+        fields = (
+            (sender, cmid, body, ts, thread, kind) if kind else (sender, cmid, body, ts, thread)
+        )
+        p = Pending(f"{sender}\0{cmid}", encode_body(fields))
+        await self._group.submit(ch, p)
+        if p.error is not None:
+            raise StoreUnavailable(p.error.message) from p.error
+        epoch, x = p.epoch, p.result
+        if isinstance(x, int):
+            self._stats.appends += 1
+            rec = Record(channel, x, epoch, f"{epoch}-{x}", sender, cmid, body, ts, thread, kind)
+            return Appended(rec)
+        self._stats.duplicates += 1
+        offset = x[0]
+        if len(x) > 1:
+            return Appended(record(channel, epoch, offset, x[1]), duplicate=True)
+        found = await self.store.read(channel, offset - 1, 1)
+        if found and found[0].offset == offset:
+            return Appended(found[0], duplicate=True)
+        raise StoreUnavailable(f"channel {channel}: offset {offset} is not readable")
 
     async def head(self, channel: str) -> Position:
         ch = await self._chan(channel)
@@ -212,9 +198,25 @@ class RedisBus:
         key = f"{self.prefix}:{{ctl}}:rv:{user}"
         data = msgspec.json.encode({"node": self.node, "user": user, "channel": channel})
         try:
-            now_s, now_us = await self.redis.execute("TIME", key=key)
-            until = int(now_s) * 1000 + int(now_us) // 1000 + int(ttl * 1000)
-            replies = await self.redis.pipeline(
+            if ttl <= 0:  # a kick: tell the other nodes, record nothing
+                replies = await self.redis.pipeline(
+                    [("SPUBLISH", self._control, b"r" + data)], key=key
+                )
+            else:
+                replies = await self._record_revocation(key, channel, ttl, data)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+        for r in replies:
+            if isinstance(r, RedisError):
+                raise StoreUnavailable(f"Redis refused the revocation: {r}")
+
+    async def _record_revocation(
+        self, key: str, channel: str, ttl: float, data: bytes
+    ) -> list[Any]:
+        now_s, now_us = await self.redis.execute("TIME", key=key)
+        until = int(now_s) * 1000 + int(now_us) // 1000 + int(ttl * 1000)
+        return list(
+            await self.redis.pipeline(
                 [
                     ("HSET", key, channel, until),
                     ("PEXPIRE", key, int(ttl * 1000), "GT"),
@@ -223,11 +225,7 @@ class RedisBus:
                 ],
                 key=key,
             )
-        except RedisUnavailable as exc:
-            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
-        for r in replies:
-            if isinstance(r, RedisError):
-                raise StoreUnavailable(f"Redis refused the revocation: {r}")
+        )
 
     async def revoked(self, user: str, channel: str) -> bool:
         key = f"{self.prefix}:{{ctl}}:rv:{user}"
@@ -260,7 +258,7 @@ class RedisBus:
         data = f"~\n{self.node}\n{kind}\n{user}"
         self.redis.start_soon(self._send_ephemeral, ch, data)
 
-    async def _send_ephemeral(self, ch: _Chan, data: str) -> None:
+    async def _send_ephemeral(self, ch: Chan, data: str) -> None:
         try:
             await self._exec(ch, "SPUBLISH", ch.live_name, data)
         except StoreUnavailable:
@@ -334,6 +332,24 @@ class RedisBus:
         for ch in self._chans.values():
             ch.lot.unpark_all()
 
+    async def _append_call(self, ch: Chan, batch: list[Pending]) -> list[Any]:
+        """The APPEND call of one group commit (``gateway.bus._redis_chan``). Nothing is
+        retried after a failure: if the call was applied anyway, each client's retry with
+        the same cmid finds its record in the cmid index."""
+        args: list[Any] = [a for p in batch for a in (p.key, p.r)]
+        args.append(int(2 * self.idempotency_window) + 60)
+        ids_now, ids_prev = self._ids(ch)
+        keys = [ch.meta, ch.log, ids_now, ch.live_name, ids_prev]
+        for _ in range(8):
+            reply: list[Any] = await self._script(APPEND, ch, keys, *args)
+            if reply[0] == 1:
+                self.append_calls += 1
+                self._dirty.add(ch.name)
+                self._work.set()
+                return reply
+            await self._init(ch)  # status 0: Redis has no meta for this channel
+        raise StoreUnavailable(f"channel {ch.name}: the log keeps changing; retry")
+
     # -- the writer and auditor -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -359,7 +375,7 @@ class RedisBus:
     async def _persist_batch(self) -> None:
         names = list(self._dirty)
         self._dirty.clear()
-        pulled: list[tuple[_Chan, str, int, list[Record]]] = []
+        pulled: list[tuple[Chan, str, int, list[Record]]] = []
         for name in names:
             ch = self._chans.get(name)
             if ch is None:
@@ -374,7 +390,7 @@ class RedisBus:
             if reply[0] == -1:
                 continue  # another node writes it; the audit notices if it stops
             epoch = reply[0].decode()
-            records = [_entry(name, epoch, e) for e in reply[3]]
+            records = [entry(name, epoch, e) for e in reply[3]]
             if records:
                 pulled.append((ch, epoch, records[-1].offset, records))
             if reply[2] > (records[-1].offset if records else reply[1]):
@@ -466,22 +482,13 @@ class RedisBus:
                 for handler in list(ch.handlers):
                     handler(kind, user)
             return
-        epoch_b, off_b, r = data.split(b"\n", 2)
-        epoch = epoch_b.decode()
-        rec = _record(ch.name, epoch, int(off_b), r)
-        if epoch != ch.epoch:
-            ch.epoch = epoch  # the log was recreated: tails end, actors restart
-            ch.known = None
-            ch.hot.clear()
-            ch.lot.unpark_all()
+        try:  # one APPEND call's records: # epoch LF msgpack [[offset, r], ...]
+            epoch, recs = decode_live(ch.name, data)
+        except ValueError:
+            log.warning("malformed live message ignored", extra={"channel": ch.name})
+            self._start_fill(ch)  # read from the stream whatever it carried
             return
-        if ch.filling or ch.known is None:
-            ch.early.append(rec)
-            return
-        if ch.push(rec):
-            ch.lot.unpark_all()
-        else:
-            ch.early.append(rec)
+        if ch.receive(epoch, recs):
             self._start_fill(ch)
 
     def _on_control(self, data: bytes) -> None:
@@ -499,14 +506,14 @@ class RedisBus:
         if ch is not None:
             self._start_fill(ch)
 
-    def _start_fill(self, ch: _Chan) -> None:
+    def _start_fill(self, ch: Chan) -> None:
         if ch.filling:
             ch.refill = True
             return
         ch.filling = True
         self.redis.start_soon(self._fill, ch)
 
-    async def _fill(self, ch: _Chan) -> None:
+    async def _fill(self, ch: Chan) -> None:
         """Bring ``ch.known`` up to the log's head from the stream, then apply early ones."""
         try:
             while ch.tails:
@@ -546,13 +553,13 @@ class RedisBus:
         if self._closed:
             raise StoreUnavailable("the bus is closed")
 
-    async def _chan(self, name: str) -> _Chan:
+    async def _chan(self, name: str) -> Chan:
         self._check_open()
         ch = self._chans.get(name)
         if ch is not None:
             self._chans.move_to_end(name)
             return ch
-        ch = _Chan(self, name, "")
+        ch = Chan(self.prefix, name, "", self.hot_window)
         reply = await self._exec(ch, "HMGET", ch.meta, "epoch", "head", "persisted")
         existing = self._chans.get(name)  # another task loaded it meanwhile
         if existing is not None:
@@ -568,7 +575,7 @@ class RedisBus:
         self._evict_idle()
         return ch
 
-    async def _init(self, ch: _Chan) -> Position:
+    async def _init(self, ch: Chan) -> Position:
         pos = await self.store.open_log(ch.name)
         ids_now, ids_prev = self._ids(ch)
         reply = await self._script(
@@ -586,7 +593,7 @@ class RedisBus:
         ch.epoch = epoch
         return Position(epoch, int(reply[1]))
 
-    def _ids(self, ch: _Chan) -> tuple[str, str]:
+    def _ids(self, ch: Chan) -> tuple[str, str]:
         """The cmid index keys of this idempotency window and of the one before."""
         n = int(time.time() // self.idempotency_window)
         return f"{ch.ids}{n}", f"{ch.ids}{n - 1}"
@@ -597,12 +604,12 @@ class RedisBus:
             if excess <= 0:
                 break
             ch = self._chans[name]
-            if ch.tails or name in self._dirty:
+            if ch.tails or ch.busy or name in self._dirty:
                 continue
             del self._chans[name]
             excess -= 1
 
-    async def _read(self, ch: _Chan, after: int, limit: int) -> list[Record]:
+    async def _read(self, ch: Chan, after: int, limit: int) -> list[Record]:
         """Contiguous records after ``after``: from memory, the stream, or (below what the
         stream still holds) the store; the persister may trim meanwhile, so each piece is
         checked to start where the previous one ended."""
@@ -625,7 +632,7 @@ class RedisBus:
                 continue
             epoch, head = m[0].decode(), int(m[1])
             if entries and int(entries[0][0][2:]) == cursor + 1:
-                return out + [_entry(ch.name, epoch, e) for e in entries]
+                return out + [entry(ch.name, epoch, e) for e in entries]
             if cursor >= head:
                 return out
             older = await self.store.read(ch.name, cursor, want)  # trimmed from the stream
@@ -637,17 +644,17 @@ class RedisBus:
                 return out
         raise StoreUnavailable(f"channel {ch.name}: history is being trimmed; retry")
 
-    async def _stream(self, ch: _Chan, after: int, limit: int) -> list[Record]:
+    async def _stream(self, ch: Chan, after: int, limit: int) -> list[Record]:
         entries = await self._exec(ch, "XRANGE", ch.log, f"0-{after + 1}", "+", "COUNT", limit)
-        return [_entry(ch.name, ch.epoch, e) for e in entries]
+        return [entry(ch.name, ch.epoch, e) for e in entries]
 
-    async def _exec(self, ch: _Chan, *args: Any) -> Any:
+    async def _exec(self, ch: Chan, *args: Any) -> Any:
         try:
             return await self.redis.execute(*args, key=ch.meta)
         except (RedisUnavailable, RedisError) as exc:
             raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
 
-    async def _pipeline(self, ch: _Chan, *commands: tuple[Any, ...]) -> list[Any]:
+    async def _pipeline(self, ch: Chan, *commands: tuple[Any, ...]) -> list[Any]:
         try:
             replies = await self.redis.pipeline(commands, key=ch.meta)
         except RedisUnavailable as exc:
@@ -657,21 +664,11 @@ class RedisBus:
                 raise StoreUnavailable(f"Redis refused a read: {r}")
         return replies
 
-    async def _script(self, script: Any, ch: _Chan, keys: list[str], *args: Any) -> Any:
+    async def _script(self, script: Any, ch: Chan, keys: list[str], *args: Any) -> Any:
         try:
             return await self.redis.run_script(script, keys, args)
         except (RedisUnavailable, RedisError) as exc:
             raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
-
-
-def _record(channel: str, epoch: str, offset: int, r: bytes) -> Record:
-    sender, cmid, body, ts, thread = _decode_body(r)
-    return Record(channel, offset, epoch, f"{epoch}-{offset}", sender, cmid, body, ts, thread)
-
-
-def _entry(channel: str, epoch: str, entry: list[Any]) -> Record:
-    """A stream entry ``[b"0-<offset>", [b"k", key, b"r", r]]`` as a Record."""
-    return _record(channel, epoch, int(entry[0][2:]), entry[1][3])
 
 
 @asynccontextmanager

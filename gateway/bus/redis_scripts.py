@@ -10,7 +10,10 @@ Keys of channel ``c`` under prefix ``p``:
                   ``r`` (msgpack of sender, cmid, body, ts, thread)
 * ``p:{c}:ids:<n>`` hash: ``sender NUL cmid`` -> offset of the appends of idempotency
                   window ``n`` (unix time // window); expires two windows later
-* ``p:{c}:live``  shard channel: ``epoch LF offset LF r`` for every append
+* ``p:{c}:live``  shard channel: ``# epoch LF batch`` for every APPEND call that added
+                  records, ``batch`` being a msgpack array of ``[offset, r]`` pairs (``r``
+                  embedded as the msgpack value it is), in offset order; and ephemeral
+                  events ``~ LF node LF kind LF user``
 * ``p:{c}:lease`` string: the node that currently writes this channel to the store
 """
 
@@ -36,25 +39,55 @@ return {ARGV[1], tonumber(ARGV[2]), 1}
 """)
 
 # KEYS: meta, log, ids (this window), live, ids (previous window)
-# ARGV: sender NUL cmid, r, seconds to keep this window's cmid index
-# Returns {0} if the channel has no meta (init it first); {1, epoch, offset} for a new
-# record; {2, epoch, offset[, r]} for a duplicate (r is absent if the stream no longer
-# holds it: read it from the store).
+# ARGV: k_1, r_1, ..., k_n, r_n, seconds to keep this window's cmid index
+# A batch of appends (group commit: what one node queued for the channel while its
+# previous call was in flight), each k being sender NUL cmid and r its record. Returns
+# {0} if the channel has no meta (init it first), else {1, epoch, x_1, ..., x_n}: x_i is
+# the offset entry i was appended at, or {offset[, r]} if its cmid is in the index (an
+# earlier entry of this batch included); r is absent if the stream no longer holds it
+# (read it from the store). New entries take consecutive offsets in argument order and
+# go out together in one message on the live shard channel. One entry (n = 1) is the
+# same call and the same reply for a new record as before batching. n stays small (the
+# bus caps it): unpack() takes every key at once.
 APPEND = Script("""
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+local epoch = m[1]
 if not epoch then return {0} end
-local prev = redis.call('HGET', KEYS[3], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[1])
-if prev then
-  local e = redis.call('XRANGE', KEYS[2], '0-' .. prev, '0-' .. prev)
-  if e[1] then return {2, epoch, tonumber(prev), e[1][2][4]} end
-  return {2, epoch, tonumber(prev)}
+local head = tonumber(m[2])
+local n = (#ARGV - 1) / 2
+local ks = {}
+for i = 1, n do ks[i] = ARGV[2 * i - 1] end
+local now = redis.call('HMGET', KEYS[3], unpack(ks))
+local before = {}
+if KEYS[5] then before = redis.call('HMGET', KEYS[5], unpack(ks)) end
+local out, seen, index, pub = {1, epoch}, {}, {}, {}
+for i = 1, n do
+  local k, r = ks[i], ARGV[2 * i]
+  local prev = seen[k] or now[i] or before[i]
+  if prev then
+    local e = redis.call('XRANGE', KEYS[2], '0-' .. prev, '0-' .. prev)
+    if e[1] then out[i + 2] = {tonumber(prev), e[1][2][4]} else out[i + 2] = {tonumber(prev)} end
+  else
+    head = head + 1
+    redis.call('XADD', KEYS[2], '0-' .. head, 'k', k, 'r', r)
+    seen[k] = head
+    index[#index + 1] = k
+    index[#index + 1] = head
+    pub[#pub + 1] = '\\146' .. cmsgpack.pack(head) .. r
+    out[i + 2] = head
+  end
 end
-local off = redis.call('HINCRBY', KEYS[1], 'head', 1)
-redis.call('XADD', KEYS[2], '0-' .. off, 'k', ARGV[1], 'r', ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], off)
-if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
-redis.call('SPUBLISH', KEYS[4], epoch .. '\\n' .. off .. '\\n' .. ARGV[2])
-return {1, epoch, off}
+local c = #pub
+if c > 0 then
+  redis.call('HSET', KEYS[1], 'head', head)
+  redis.call('HSET', KEYS[3], unpack(index))
+  if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[#ARGV]) end
+  local hdr
+  if c < 16 then hdr = string.char(144 + c)
+  else hdr = string.char(220, math.floor(c / 256), c % 256) end
+  redis.call('SPUBLISH', KEYS[4], '#' .. epoch .. '\\n' .. hdr .. table.concat(pub))
+end
+return out
 """)
 
 # KEYS: meta, log, lease   ARGV: node, lease ms, count
