@@ -5,8 +5,9 @@ Shaped for DynamoDB like :mod:`gateway.store.base`: every method is **one** ``Ge
 (preceded, for the rule checks, by reads of the facts the rule needs). Each method's
 docstring names its access pattern; ``docs/data-model.md`` maps every pattern to keys.
 
-Adapters: ``gateway.store.domain_sqlite`` (embedded default). A DynamoDB adapter is
-planned. Every adapter passes ``tests/contract/test_domain_contract*.py``.
+Adapters: ``gateway.store.domain_sqlite`` (embedded default) and
+``gateway.store.domain_dynamodb`` (one DynamoDB table, ``<prefix>-domain``). Every adapter
+passes ``tests/contract/test_domain_contract*.py``.
 """
 
 from __future__ import annotations

@@ -10,12 +10,16 @@ manager yielding a :class:`DomainHandle`, such that:
 * ``handle.faults`` can make the backend refuse writes of one kind of item, so that a
   call writing several kinds fails midway (for the "no partial writes" tests).
 
+A factory with ``needs_moto = True`` takes moto's server URL as a keyword, which
+``domain_opener`` binds (as ``tests/contract/conftest.py`` does for the message stores).
+
 The test modules import the fixtures below (``domain_opener``, ``domain``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -27,8 +31,12 @@ import trio
 
 from gateway.domain.errors import DomainError
 from gateway.domain.model import Channel, ChannelKind, Role
+from gateway.errors import StoreUnavailable
 from gateway.store.domain import MAX_PAGE, DomainStore
+from gateway.store.domain_dynamodb import open_dynamodb_domain_store
 from gateway.store.domain_sqlite import open_sqlite_domain_store
+from gateway.store.tables import DOMAIN_TABLES, check_tables, create_tables
+from tests.aws import connect
 from tests.contract import DEADLINE
 
 CURSOR_KEY = b"contract-suite-cursor-key-0123456789"
@@ -128,9 +136,50 @@ async def sqlite_domain_interval(site: DomainSite) -> AsyncIterator[DomainHandle
         yield DomainHandle(store, SqliteFaults(path))
 
 
+# -- DynamoDB (moto's server) ----------------------------------------------------------
+
+
+class DynamoFaults:
+    """Faults by the store's ``before_transaction`` hook: a transaction that would write an
+    item of a failing kind raises StoreUnavailable instead of being sent (a transaction is
+    all or nothing, so this is what a failure midway looks like)."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+
+    def check(self, kinds: frozenset[str]) -> None:
+        if hit := kinds & self.failing:
+            raise StoreUnavailable(f"injected: writes of {sorted(hit)} fail")
+
+    async def fail_writes(self, kind: str) -> None:
+        assert kind in FAULT_KINDS, kind
+        self.failing.add(kind)
+
+    async def heal(self) -> None:
+        self.failing.clear()
+
+
+@asynccontextmanager
+async def dynamodb_domain(site: DomainSite, *, moto_url: str) -> AsyncIterator[DomainHandle]:
+    # Each site has its own table prefix (the table is created here, as deployment would).
+    prefix = "d" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
+    async with connect(moto_url) as aws:
+        if await check_tables(aws, prefix, DOMAIN_TABLES):
+            await create_tables(aws, prefix, DOMAIN_TABLES)
+        faults = DynamoFaults()
+        async with open_dynamodb_domain_store(
+            aws, prefix, site.cursor_key, before_transaction=faults.check
+        ) as store:
+            yield DomainHandle(store, faults)
+
+
+dynamodb_domain.needs_moto = True  # type: ignore[attr-defined]
+
+
 DOMAIN_FACTORIES = [
     pytest.param(sqlite_domain, id="sqlite"),
     pytest.param(sqlite_domain_interval, id="sqlite-interval"),
+    pytest.param(dynamodb_domain, id="dynamodb"),
 ]
 
 
@@ -153,9 +202,21 @@ class DomainOpener:
                 yield handle
 
 
+def _with_moto(
+    factory: Callable[..., AbstractAsyncContextManager[DomainHandle]], url: str
+) -> DomainFactory:
+    def bound(site: DomainSite) -> AbstractAsyncContextManager[DomainHandle]:
+        return factory(site, moto_url=url)
+
+    return bound
+
+
 @pytest.fixture(name="domain_opener", params=DOMAIN_FACTORIES)
 def domain_opener_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> DomainOpener:
-    return DomainOpener(request.param, tmp_path)
+    factory = request.param
+    if getattr(factory, "needs_moto", False):  # bind the moto server's URL
+        factory = _with_moto(factory, request.getfixturevalue("moto_url"))
+    return DomainOpener(factory, tmp_path)
 
 
 @pytest.fixture(name="domain")

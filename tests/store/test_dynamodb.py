@@ -13,7 +13,7 @@ from gateway.aws import Aws, AwsError
 from gateway.errors import StoreUnavailable
 from gateway.model import Record
 from gateway.store.dynamodb import DynamoStore, open_dynamo_store
-from gateway.store.tables import LOGS, MESSAGES, TABLES, check_tables, create_tables
+from gateway.store.tables import LOGS, MESSAGE_TABLES, MESSAGES, check_tables, create_tables
 from tests.aws import FaultProxy, Rule, connect, open_fault_proxy
 from tests.contract.test_store_contract import rec
 
@@ -72,7 +72,7 @@ async def test_check_tables_names_what_is_missing(aws: Aws) -> None:
     prefix = new_prefix()
     with trio.fail_after(T):
         missing = await check_tables(aws, prefix)
-        assert missing == [f"{prefix}-{t.suffix}: missing" for t in TABLES]
+        assert missing == [f"{prefix}-{t.suffix}: missing" for t in MESSAGE_TABLES]
         with pytest.raises(StoreUnavailable, match=f"{prefix}-logs: missing"):
             async with open_dynamo_store(aws, prefix):
                 pass
