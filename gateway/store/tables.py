@@ -1,9 +1,13 @@
-"""The DynamoDB tables of the message store, defined in this one place.
+"""The DynamoDB tables of the gateway, defined in this one place.
 
-Used by :mod:`gateway.store.dynamodb` (names, attributes, item codec), by the test
-fixtures (to create tables in moto) and by deployment code. Application code never
-creates tables: it calls :func:`check_tables` and refuses to start if something is
-missing; :func:`create_tables` is for fixtures and deployment only.
+Used by :mod:`gateway.store.dynamodb` (names, attributes, the message item codec), by
+:mod:`gateway.store.domain_dynamodb` (the domain table), by
+:mod:`gateway.store.message_state_dynamodb` (the message-state tables), by the test fixtures
+(to create tables in moto) and by deployment code. Application code never creates tables:
+each store calls :func:`check_tables` for its own tables (:data:`MESSAGE_TABLES`,
+:data:`DOMAIN_TABLES`, :data:`MESSAGE_STATE_TABLES`) and refuses to start if something is
+missing; :func:`create_tables` is for fixtures and deployment only (pass :data:`TABLES` for
+every table).
 
 Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
 
@@ -12,16 +16,31 @@ Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
                        same transaction as the messages), ``created_ms`` (N).
 ``<prefix>-messages``  one item per message. Key ``channel`` (S) + ``offset`` (N).
                        Attributes ``epoch``, ``id``, ``sender``, ``cmid``, ``body`` (S),
-                       ``ts`` (N), ``thread`` (S, absent for a top-level message).
+                       ``ts`` (N), ``thread`` (S, absent for a top-level message),
+                       ``kind`` (S, absent for a message; an event's kind).
 ``<prefix>-cmids``     the idempotency index, one item per message. Key ``channel`` (S) +
                        ``sc`` (S, :func:`sender_cmid`); attribute ``offset`` (N). A table
                        of its own, written in the same transaction as the message, and not
                        a GSI: GSI reads are only eventually consistent, and a retried send
                        must find its message the moment the write returned.
+``<prefix>-domain``    the domain store's single table (users, workspaces, members,
+                       channels, channel members, DMs). Key ``pk`` (S) + ``sk`` (S); the
+                       item types are in ``docs/data-model.md`` and
+                       :mod:`gateway.store._domain_dynamo_items`. No TTL; point-in-time
+                       recovery on (:func:`create_tables` enables it).
+``<prefix>-message-state``
+                       the current state of changed messages (edits, tombstones, reaction
+                       counts, thread summaries), one item per message. Key ``channel``
+                       (S) + ``offset`` (N), the messages table's key.
+``<prefix>-reactions`` one item per (message, user, emoji) reaction. Key ``channel`` (S) +
+                       ``rk`` (S, ``<offset>#<len(user)>:<user>#<emoji>``); no other
+                       attribute. Both items are in ``docs/data-model.md`` and
+                       :mod:`gateway.store._message_state_dynamo_items`.
 
 No GSI is needed: every read is one key lookup or one range query on a primary key. The
-messages and cmids tables have TTL enabled on ``expires`` (epoch seconds); the store never
-sets it, so nothing expires until a retention policy does. Capacity: on demand.
+messages, cmids, message-state and reactions tables have TTL enabled on ``expires`` (epoch
+seconds); the stores never set it, so nothing expires until a retention policy does.
+Capacity: on demand.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -38,8 +58,14 @@ from gateway.model import Record
 
 __all__ = [
     "CMIDS",
+    "DOMAIN",
+    "DOMAIN_TABLES",
     "LOGS",
     "MESSAGES",
+    "MESSAGE_STATE",
+    "MESSAGE_STATE_TABLES",
+    "MESSAGE_TABLES",
+    "REACTIONS",
     "TABLES",
     "TTL_ATTRIBUTE",
     "TableSpec",
@@ -61,13 +87,15 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-    """One table: its name suffix, key schema, GSIs and TTL attribute."""
+    """One table: its name suffix, key schema, GSIs, TTL attribute and whether
+    point-in-time recovery is on."""
 
     suffix: str
     hash_key: tuple[str, str]  # (attribute, type "S" | "N" | "B")
     range_key: tuple[str, str] | None = None
     gsis: tuple[dict[str, Any], ...] = ()  # GlobalSecondaryIndexes entries, as the API takes
     ttl: str | None = None
+    pitr: bool = False
 
     def name(self, prefix: str) -> str:
         return table_name(prefix, self.suffix)
@@ -98,7 +126,13 @@ class TableSpec:
 LOGS = TableSpec("logs", ("channel", "S"))
 MESSAGES = TableSpec("messages", ("channel", "S"), ("offset", "N"), ttl=TTL_ATTRIBUTE)
 CMIDS = TableSpec("cmids", ("channel", "S"), ("sc", "S"), ttl=TTL_ATTRIBUTE)
-TABLES = (LOGS, MESSAGES, CMIDS)
+DOMAIN = TableSpec("domain", ("pk", "S"), ("sk", "S"), pitr=True)
+MESSAGE_TABLES = (LOGS, MESSAGES, CMIDS)  # the message store's (gateway.store.dynamodb)
+MESSAGE_STATE = TableSpec("message-state", ("channel", "S"), ("offset", "N"), ttl=TTL_ATTRIBUTE)
+REACTIONS = TableSpec("reactions", ("channel", "S"), ("rk", "S"), ttl=TTL_ATTRIBUTE)
+DOMAIN_TABLES = (DOMAIN,)  # the domain store's (gateway.store.domain_dynamodb)
+MESSAGE_STATE_TABLES = (MESSAGE_STATE, REACTIONS)  # gateway.store.message_state_dynamodb's
+TABLES = (*MESSAGE_TABLES, *DOMAIN_TABLES, *MESSAGE_STATE_TABLES)  # every table of the gateway
 
 
 def table_name(prefix: str, suffix: str) -> str:
@@ -120,12 +154,15 @@ async def _describe(aws: Aws, name: str) -> dict[str, Any] | None:
     return table
 
 
-async def check_tables(aws: Aws, prefix: str) -> list[str]:
-    """What is missing or different from :data:`TABLES` under ``prefix``; ``[]`` if all is
-    well. Each entry names the table, e.g. ``"chat-logs: missing"``. Raises
-    :class:`gateway.aws.AwsUnavailable` if DynamoDB cannot be asked."""
+async def check_tables(
+    aws: Aws, prefix: str, tables: Sequence[TableSpec] = MESSAGE_TABLES
+) -> list[str]:
+    """What is missing or different from ``tables`` (by default the message store's)
+    under ``prefix``; ``[]`` if all is well. Each entry names the table, e.g.
+    ``"chat-logs: missing"``. Raises :class:`gateway.aws.AwsUnavailable` if DynamoDB
+    cannot be asked."""
     problems: list[str] = []
-    for spec in TABLES:
+    for spec in tables:
         name = spec.name(prefix)
         table = await _describe(aws, name)
         if table is None:
@@ -147,10 +184,13 @@ async def check_tables(aws: Aws, prefix: str) -> list[str]:
     return problems
 
 
-async def create_tables(aws: Aws, prefix: str) -> None:
-    """Create the tables that are missing under ``prefix``, wait until they are active and
-    enable TTL. For test fixtures and deployment only; idempotent."""
-    for spec in TABLES:
+async def create_tables(
+    aws: Aws, prefix: str, tables: Sequence[TableSpec] = MESSAGE_TABLES
+) -> None:
+    """Create those of ``tables`` (by default the message store's; :data:`TABLES` for all)
+    that are missing under ``prefix``, wait until they are active, enable TTL and
+    point-in-time recovery. For test fixtures and deployment only; idempotent."""
+    for spec in tables:
         name = spec.name(prefix)
         if await _describe(aws, name) is None:
             try:
@@ -167,6 +207,19 @@ async def create_tables(aws: Aws, prefix: str) -> None:
                     "update_time_to_live",
                     TableName=name,
                     TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl},
+                )
+        if spec.pitr:
+            backups = await aws.dynamodb("describe_continuous_backups", TableName=name)
+            status = (
+                backups.get("ContinuousBackupsDescription", {})
+                .get("PointInTimeRecoveryDescription", {})
+                .get("PointInTimeRecoveryStatus")
+            )
+            if status != "ENABLED":
+                await aws.dynamodb(
+                    "update_continuous_backups",
+                    TableName=name,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
                 )
 
 
@@ -192,12 +245,15 @@ def message_item(r: Record) -> dict[str, dict[str, str]]:
     }
     if r.thread is not None:
         item["thread"] = {"S": r.thread}
+    if r.kind:
+        item["kind"] = {"S": r.kind}
     return item
 
 
 def item_record(item: dict[str, Any]) -> Record:
     """The record a messages-table item holds."""
     thread = item.get("thread")
+    kind = item.get("kind")
     return Record(
         channel=item["channel"]["S"],
         offset=int(item["offset"]["N"]),
@@ -208,6 +264,7 @@ def item_record(item: dict[str, Any]) -> Record:
         body=item["body"]["S"],
         ts=int(item["ts"]["N"]),
         thread=None if thread is None else thread["S"],
+        kind="" if kind is None else kind["S"],
     )
 
 
@@ -224,10 +281,10 @@ def cmid_item(r: Record) -> dict[str, dict[str, str]]:
 
 _MSG_SAME = (
     "attribute_not_exists(#o) OR (#e = :e AND #i = :i AND #s = :s AND #m = :m AND #b = :b"
-    " AND #t = :t AND {thread})"
+    " AND #t = :t AND {thread} AND {kind})"
 )
 _MSG_NAMES = {"#o": "offset", "#e": "epoch", "#i": "id", "#s": "sender", "#m": "cmid"}
-_MSG_NAMES |= {"#b": "body", "#t": "ts", "#th": "thread"}
+_MSG_NAMES |= {"#b": "body", "#t": "ts", "#th": "thread", "#k": "kind"}
 _LOG_UPDATE = "SET #e = if_not_exists(#e, :e), #c = if_not_exists(#c, :now), #h = :h"
 _LOG_UPDATE_IF = "(attribute_not_exists(#e) OR #e = :e) AND (attribute_not_exists(#h) OR #h <= :h)"
 _LOG_NAMES = {"#e": "epoch", "#c": "created_ms", "#h": "head"}
@@ -275,11 +332,14 @@ def message_put(table: str, r: Record) -> dict[str, Any]:
     thread = "attribute_not_exists(#th)"
     if r.thread is not None:
         thread, values[":th"] = "#th = :th", item["thread"]
+    kind = "attribute_not_exists(#k)"
+    if r.kind:
+        kind, values[":k"] = "#k = :k", item["kind"]
     return {
         "Put": {
             "TableName": table,
             "Item": item,
-            "ConditionExpression": _MSG_SAME.format(thread=thread),
+            "ConditionExpression": _MSG_SAME.format(thread=thread, kind=kind),
             "ExpressionAttributeNames": _MSG_NAMES,
             "ExpressionAttributeValues": values,
         }
