@@ -49,7 +49,11 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # a dependency is down; retry, nothing was stored
     EPOCH_CHANGED = "epoch_changed"  # resume position is from a lost log
     INTERNAL = "internal"  # a bug; retry may help
-    NOT_FOUND = "not_found"  # REST
+    NOT_FOUND = "not_found"  # REST: no such endpoint, or no such (visible) record
+    ALREADY_EXISTS = "already_exists"  # REST: a unique key is taken (user id, email, name ...)
+    STALE_VERSION = "stale_version"  # REST: expected_version is not the stored version
+    CONFLICT = "conflict"  # REST: the record's state forbids it now (an archived channel)
+    LIMIT_EXCEEDED = "limit_exceeded"  # REST: a count limit (participants of a DM)
 
 
 RETRYABLE: frozenset[ErrorCode] = frozenset(

@@ -1,4 +1,5 @@
-"""The documents in docs/ stay true to the code: frames, codes, settings, routes, metrics."""
+"""The documents in docs/ (and the OpenAPI document in gateway/routes/) stay true to the
+code: frames, codes, settings, routes, metrics."""
 
 from __future__ import annotations
 
@@ -13,10 +14,22 @@ import pytest
 import yaml
 
 from gateway.config import Limits, Settings
+from gateway.domain.model import (
+    Channel,
+    ChannelMember,
+    Conversation,
+    Member,
+    User,
+    Workspace,
+)
 from gateway.errors import RETRYABLE, CloseCode, ErrorCode, may_resume
 from gateway.metrics import Metrics
 from gateway.protocol import JSON
 from gateway.protocol import frames as f
+from gateway.routes.domain_api import openapi_document
+from gateway.routes.domain_channels import ChannelMembership, ChannelPatch, DmBody, NewChannel
+from gateway.routes.domain_users import ProfileBody
+from gateway.routes.domain_workspaces import MemberBody, NewWorkspace
 from gateway.routes.rest import create_rest_app
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -31,6 +44,8 @@ SKIPPED_KEYWORDS = frozenset({"description", "default", "title", "examples", "en
 
 @functools.cache
 def _text(name: str) -> str:
+    if name == "openapi.yaml":  # ships in the package (gateway/routes), served by the app
+        return openapi_document().decode("utf-8")
     return (DOCS / name).read_text(encoding="utf-8")
 
 
@@ -297,3 +312,49 @@ def test_openapi_error_codes_enum() -> None:
     error = _resolve(doc, doc["components"]["schemas"]["Error"])
     codes = error["properties"]["error"]["properties"]["code"]["enum"]
     assert sorted(codes) == sorted(c.value for c in ErrorCode)
+
+
+DOMAIN_BODIES: tuple[type[msgspec.Struct], ...] = (
+    ProfileBody,
+    NewWorkspace,
+    MemberBody,
+    NewChannel,
+    ChannelPatch,
+    DmBody,
+)
+DOMAIN_RECORDS: tuple[type[msgspec.Struct], ...] = (
+    User,
+    Workspace,
+    Member,
+    Channel,
+    ChannelMember,
+    Conversation,
+    ChannelMembership,
+)
+
+
+def _limits(root: dict[str, Any], node: Any) -> set[tuple[str, Any]]:
+    """:func:`_constraints`, with msgspec's ``$(?!\\n)`` written as ECMA-262's ``$``."""
+    return {
+        (key, value.replace(r"$(?!\n)", "$") if key == "pattern" else value)
+        for key, value in _constraints(root, node)
+    }
+
+
+@pytest.mark.parametrize("cls", DOMAIN_BODIES + DOMAIN_RECORDS, ids=lambda c: c.__name__)
+def test_openapi_domain_schemas_match_structs(cls: type[msgspec.Struct]) -> None:
+    """Request bodies are decoded with these Structs and responses are these records: the
+    document's fields, required fields and limits are theirs."""
+    (own,), components = msgspec.json.schema_components((cls,), ref_template="#/defs/{name}")
+    truth = {"defs": components}
+    truth_schema = _resolve(truth, own)
+    doc = _yaml("openapi.yaml")
+    schema = _resolve(doc, doc["components"]["schemas"][cls.__name__])
+    assert set(schema["properties"]) == set(truth_schema["properties"])
+    if cls in DOMAIN_BODIES:
+        assert schema["additionalProperties"] is False
+        assert set(schema.get("required", [])) == set(truth_schema["required"])
+    else:  # responses carry every field
+        assert set(schema["required"]) == set(schema["properties"])
+    for name, prop in truth_schema["properties"].items():
+        assert _limits(doc, schema["properties"][name]) == _limits(truth, prop), name

@@ -208,18 +208,18 @@ def test_new_ids() -> None:
         (Forbidden("x"), "forbidden", ErrorCode.FORBIDDEN),
         (InvalidField("x", field="f"), "invalid_field", ErrorCode.INVALID_FIELD),
         (BadCursor(), "invalid_field", ErrorCode.INVALID_FIELD),
-        (AlreadyExists("x"), "already_exists", ErrorCode.INVALID_FIELD),
-        (StaleVersion("x", current=3), "stale_version", ErrorCode.INVALID_FIELD),
-        (Conflict("x"), "conflict", ErrorCode.INVALID_FIELD),
-        (LimitExceeded("x"), "limit_exceeded", ErrorCode.INVALID_FIELD),
+        (AlreadyExists("x"), "already_exists", ErrorCode.ALREADY_EXISTS),
+        (StaleVersion("x", current=3), "stale_version", ErrorCode.STALE_VERSION),
+        (Conflict("x"), "conflict", ErrorCode.CONFLICT),
+        (LimitExceeded("x"), "limit_exceeded", ErrorCode.LIMIT_EXCEEDED),
     ],
 )
-def test_errors_carry_a_domain_code_and_the_nearest_error_code(
+def test_errors_carry_their_error_code_and_its_string(
     exc: DomainError, domain_code: str, code: ErrorCode
 ) -> None:
     assert isinstance(exc, GatewayError)
     assert exc.domain_code == domain_code and domain_code in errors.DOMAIN_CODES
-    assert exc.code is code
+    assert exc.code is code and exc.domain_code == code.value
     assert not exc.retryable
 
 
