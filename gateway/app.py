@@ -7,6 +7,7 @@ accepts connections. Leaving the context drains gracefully.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -34,9 +35,11 @@ from gateway.routes.rest import create_rest_app
 from gateway.store.base import MessageStore
 from gateway.store.domain import DomainStore
 from gateway.store.domain_sqlite import open_sqlite_domain_store
+from gateway.store.message_state import MessageStateStore
+from gateway.store.message_state_sqlite import open_sqlite_message_state
 from gateway.store.sqlite import open_sqlite_store
 
-__all__ = ["Gateway", "open_gateway", "open_stores", "serve"]
+__all__ = ["Gateway", "Stores", "open_gateway", "open_stores", "serve"]
 
 log = logging.getLogger("gateway.app")
 
@@ -128,25 +131,33 @@ async def open_backends(
         yield rbus, rpresence
 
 
+@dataclasses.dataclass(frozen=True)
+class Stores:
+    messages: MessageStore  # channel logs
+    domain: DomainStore  # users, workspaces, channels, memberships
+    states: MessageStateStore  # edits, deletes, reactions, thread summaries
+
+
 @asynccontextmanager
-async def open_stores(settings: Settings) -> AsyncIterator[tuple[MessageStore, DomainStore]]:
-    """The message store and the domain store in ``settings.data_dir`` (created if need be):
-    ``messages.sqlite3`` and ``domain.sqlite3``."""
+async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
+    """The stores in ``settings.data_dir`` (created if need be): ``messages.sqlite3``,
+    ``domain.sqlite3`` and ``message-state.sqlite3``."""
     os.makedirs(settings.data_dir, exist_ok=True)
+
+    def at(name: str) -> str:
+        return os.path.join(settings.data_dir, name)
+
+    dur, every = settings.sqlite_durability, settings.sqlite_fsync_interval
     async with (
-        open_sqlite_store(
-            os.path.join(settings.data_dir, "messages.sqlite3"),
-            durability=settings.sqlite_durability,
-            fsync_interval=settings.sqlite_fsync_interval,
-        ) as store,
+        open_sqlite_store(at("messages.sqlite3"), durability=dur, fsync_interval=every) as store,
         open_sqlite_domain_store(
-            os.path.join(settings.data_dir, "domain.sqlite3"),
-            cursor_key(settings),
-            durability=settings.sqlite_durability,
-            fsync_interval=settings.sqlite_fsync_interval,
+            at("domain.sqlite3"), cursor_key(settings), durability=dur, fsync_interval=every
         ) as domain,
+        open_sqlite_message_state(
+            at("message-state.sqlite3"), durability=dur, fsync_interval=every
+        ) as states,
     ):
-        yield store, domain
+        yield Stores(store, domain, states)
 
 
 @asynccontextmanager
@@ -159,12 +170,21 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     os.makedirs(settings.data_dir, exist_ok=True)
     verifier = _verifier(settings)
     async with (
-        open_stores(settings) as (store, domain),
-        open_backends(settings, store) as (bus, presence),
+        open_stores(settings) as stores,
+        open_backends(settings, stores.messages) as (bus, presence),
         trio.open_nursery() as nursery,
     ):
         metrics = Metrics()
-        node = Node(settings, nursery, bus, verifier, metrics, presence=presence, domain=domain)
+        node = Node(
+            settings,
+            nursery,
+            bus,
+            verifier,
+            metrics,
+            presence=presence,
+            domain=stores.domain,
+            states=stores.states,
+        )
         ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
         restarts: list[int] = []
         app = create_rest_app(node)

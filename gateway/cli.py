@@ -115,10 +115,10 @@ def _seed(args: argparse.Namespace) -> int:
 
     async def run() -> SeedReport:
         async with (
-            open_stores(settings) as (store, domain),
-            open_backends(settings, store) as (bus, _),
+            open_stores(settings) as stores,
+            open_backends(settings, stores.messages) as (bus, _),
         ):
-            return await seed(domain, bus)
+            return await seed(stores.domain, bus)
 
     try:
         report = trio.run(run)

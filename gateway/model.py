@@ -31,3 +31,6 @@ class Record(msgspec.Struct, frozen=True, array_like=True):
     body: str
     ts: int  # server time, milliseconds since the Unix epoch
     thread: str | None = None  # parent message id for a thread reply
+    # "" for a message; else an event about the log's messages or channel (see
+    # gateway.protocol.events), whose ``body`` is its JSON payload
+    kind: str = ""

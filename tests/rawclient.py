@@ -13,6 +13,16 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from gateway.protocol import JSON, MSGPACK, Codec
 from gateway.protocol import frames as f
 
+# log entries other than messages (edits, reactions, member and channel changes)
+LOG_EVENTS = (
+    f.MessageUpdated,
+    f.MessageDeleted,
+    f.ReactionEvent,
+    f.ThreadEvent,
+    f.MemberEvent,
+    f.ChannelEvent,
+)
+
 
 class Raw:
     def __init__(self, ws: WebSocketConnection, codec: Codec) -> None:
@@ -63,7 +73,7 @@ class Raw:
                 replay.append(frame)
             elif isinstance(frame, f.Subscribed):
                 return replay, frame
-            elif not isinstance(frame, f.TypingEvent):
+            elif not isinstance(frame, f.TypingEvent | LOG_EVENTS):
                 raise AssertionError(f"unexpected {frame!r}")
 
 

@@ -9,6 +9,9 @@ Channel names fall in two families:
 * **Free channels** (any other name): the token's ``channels`` glob claim decides, as
   for a plain pub/sub deployment without the chat domain.
 
+A thread's log, ``<channel>:t<offset of the parent>``, grants what its channel grants;
+the ``:t<digits>`` suffix is reserved for thread logs.
+
 A subscription is the capability: it is checked once, on subscribe (and on resume), and
 withdrawn at once on every node when the membership goes (``Node.kick``). Posting needs
 ``POST`` access; a workspace member previewing a public channel it has not joined gets
@@ -25,9 +28,18 @@ from gateway.auth import Identity
 from gateway.domain import rules
 from gateway.store.domain import DomainStore
 
-__all__ = ["Access", "Grant", "channel_access", "is_domain_channel", "workspace_channel"]
+__all__ = [
+    "Access",
+    "Grant",
+    "channel_access",
+    "is_domain_channel",
+    "thread_log",
+    "thread_parent",
+    "workspace_channel",
+]
 
 _DOMAIN = re.compile(r"^(?:ch\.[0-9a-f]{24}|dm\.[0-9a-f]{32})\Z")
+_THREAD = re.compile(r"^(.+):t([1-9][0-9]{0,15})\Z")
 RESERVED_PREFIXES = ("ch.", "dm.", "ws.")
 
 
@@ -48,6 +60,17 @@ def is_domain_channel(channel: str) -> bool:
     return _DOMAIN.match(channel) is not None
 
 
+def thread_log(channel: str, parent_offset: int) -> str:
+    """The log of the thread under the message at ``parent_offset`` of ``channel``."""
+    return f"{channel}:t{parent_offset}"
+
+
+def thread_parent(channel: str) -> tuple[str, int] | None:
+    """``(channel, parent offset)`` if ``channel`` names a thread's log, else None."""
+    m = _THREAD.match(channel)
+    return None if m is None else (m.group(1), int(m.group(2)))
+
+
 def workspace_channel(workspace: str) -> str:
     """The name of a workspace's event log (channel and member changes)."""
     return f"ws.{workspace}"
@@ -57,6 +80,11 @@ async def channel_access(domain: DomainStore, identity: Identity, channel: str) 
     """What ``identity`` may do on ``channel`` now. Raises StoreUnavailable if the domain
     store cannot answer (the caller reports it as retryable)."""
     user = identity.user
+    thread = thread_parent(channel)
+    if thread is not None:  # a thread's log: whatever its channel's log grants
+        channel = thread[0]
+        if thread_parent(channel) is not None:
+            return Grant(Access.NONE, reason="threads have no threads")
     if channel.startswith("ws."):
         workspace = channel[3:]
         member = await domain.get_member(workspace, user)

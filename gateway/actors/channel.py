@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.model import Position, Record
 from gateway.protocol import JSON, MSGPACK, build_frame
 from gateway.protocol import frames as f
+from gateway.protocol.events import record_frame
 
 if TYPE_CHECKING:
     from gateway.protocol.codec import Codec
@@ -71,18 +72,7 @@ class _Entry:
     def frame(self, index: int) -> bytes:
         data = self.frames[index]
         if data is None:
-            r = self.record
-            ev = f.MessageEvent(
-                channel=r.channel,
-                offset=r.offset,
-                epoch=r.epoch,
-                id=r.id,
-                sender=r.sender,
-                cmid=r.cmid,
-                body=r.body,
-                ts=r.ts,
-                thread=r.thread,
-            )
+            ev = record_frame(self.record)
             codec = _CODECS[index]
             data = self.frames[index] = build_frame(codec.encode(ev), codec.binary)
         return data

@@ -269,6 +269,8 @@ class Connection:
         if channel.startswith("ws."):
             workspace = channel[3:]
             channels += [c for c, g in self._grants.items() if g.workspace == workspace]
+        else:  # its threads' logs go with it
+            channels += [c for c in self._grants if c.startswith(channel + ":t")]
         for ch in channels:
             self._grants.pop(ch, None)
             actor = self.node.registry.get(ch)
@@ -279,11 +281,11 @@ class Connection:
                 self.send(f.Unsubscribed(channel=ch, reason="forbidden"))
 
     def regrant(self, channel: str) -> None:
-        """The channel changed (archived, ...): re-check the right to post before the
-        next publish."""
-        grant = self._grants.get(channel)
-        if grant is not None and grant.access is Access.POST:
-            self._grants[channel] = Grant(Access.READ, grant.workspace, "re-check")
+        """The channel changed (archived, ...): re-check the right to post on it and its
+        threads' logs before the next publish."""
+        for ch, grant in list(self._grants.items()):
+            if grant.access is Access.POST and (ch == channel or ch.startswith(channel + ":t")):
+                self._grants[ch] = Grant(Access.READ, grant.workspace, "re-check")
 
     def ping(self, now: float) -> None:
         self.last_ping = now
@@ -482,7 +484,7 @@ class Connection:
             if isinstance(action.frame, f.Error):
                 self.node.metrics.errors.labels(action.frame.code).inc()
             self.send(action.frame)
-        elif isinstance(action, s.DoPublish):
+        elif isinstance(action, s.DoPublish | s.DoChange):
             await self._publish(action.frame)
         elif isinstance(action, s.DoSubscribe):
             await self._subscribe(action.channel, action.since)
@@ -613,19 +615,21 @@ class Connection:
             return
         actor.typing(self, user)
 
-    async def _publish(self, frame: f.Publish) -> None:
+    async def _publish(self, frame: f.Publish | f.Edit | f.Delete | f.React) -> None:
+        """Publish, or edit/delete/react (``DoChange``): acked alike, by ``cmid``."""
         identity = self.identity
         assert identity is not None
         if not await self._may_post(frame.channel, frame.cmid):
             return
+        messages = self.node.messages
+        version = 0
         try:
-            appended = await self.node.bus.append(
-                frame.channel,
-                sender=identity.user,
-                cmid=frame.cmid,
-                body=frame.body,
-                thread=frame.thread,
-            )
+            if isinstance(frame, f.Publish):
+                appended = await messages.publish(identity.user, frame)
+            else:
+                grant = self._grants.get(frame.channel)
+                workspace = None if grant is None else grant.workspace
+                appended, version = await messages.change(identity.user, workspace, frame)
         except GatewayError as exc:
             self._error(
                 exc.code,
@@ -643,12 +647,13 @@ class Connection:
         r = appended.record
         self.send(
             f.Ack(
-                cmid=r.cmid,
+                cmid=frame.cmid,
                 channel=r.channel,
                 offset=r.offset,
                 epoch=r.epoch,
                 id=r.id,
                 duplicate=appended.duplicate,
+                version=version,
             )
         )
 

@@ -13,10 +13,19 @@ every node:
 These kicks are sent even when the store call changed nothing (a retried removal whose
 first attempt stored the change but failed to kick), so retrying a call after a
 ``StoreUnavailable`` always finishes the job.
+
+Changes are also events in the logs their audience follows (:mod:`gateway.protocol.events`):
+``member`` (joined/left, role) and ``channel`` (created/updated) in the channel's own log,
+and for workspace members and public channels in the workspace's log ``ws.<id>``.
+Private channels never show in the workspace's log. An event is appended when the call
+changed something; if that append fails the call raises ``StoreUnavailable`` with the
+change stored, and a retry (a no-op then) does not append it again: the event is lost,
+the stored state is right.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +42,8 @@ from gateway.domain.model import (
     User,
     Workspace,
 )
+from gateway.protocol import events as ev
+from gateway.protocol import frames as f
 from gateway.store.domain import DomainStore, DomainStoreStatistics, Page
 
 if TYPE_CHECKING:
@@ -48,20 +59,85 @@ class DomainService:
 
     # -- changes with an effect on live connections ---------------------------------------
 
+    async def _event(self, channel: str, actor: str, payload: ev.Payload, kind: str) -> None:
+        body = ev.encode_payload(payload)
+        cmid = "~" + secrets.token_hex(8)
+        await self._node.bus.append(channel, sender=actor, cmid=cmid, body=body, kind=kind)
+
+    async def _member_event(
+        self, channel: str, actor: str, user: str, *, joined: bool, role: Role | None = None
+    ) -> None:
+        payload = ev.MemberPayload(user=user, joined=joined, role=None if role is None else role)
+        await self._event(channel, actor, payload, ev.MEMBER)
+
+    async def _channel_event(self, what: str, ch: Channel, actor: str) -> None:
+        info = f.ChannelInfo(
+            id=ch.id,
+            name=ch.name,
+            kind=ch.kind.value,
+            topic=ch.topic,
+            archived=ch.archived,
+            position=ch.position,
+            version=ch.version,
+        )
+        payload = ev.ChannelPayload(what=what, info=info)
+        await self._event(ch.id, actor, payload, ev.CHANNEL)
+        if ch.kind is ChannelKind.PUBLIC:
+            await self._event(workspace_channel(ch.workspace), actor, payload, ev.CHANNEL)
+
+    async def add_member(self, workspace: str, user: str, role: Role, *, actor: str) -> bool:
+        added = await self.store.add_member(workspace, user, role, actor=actor)
+        if added:
+            await self._member_event(
+                workspace_channel(workspace), actor, user, joined=True, role=role
+            )
+        return added
+
     async def remove_member(self, workspace: str, user: str, *, actor: str) -> bool:
         removed = await self.store.remove_member(workspace, user, actor=actor)
         await self._node.kick(user, workspace_channel(workspace))
+        if removed:
+            await self._member_event(workspace_channel(workspace), actor, user, joined=False)
         return removed
 
     async def set_role(self, workspace: str, user: str, role: Role, *, actor: str) -> Member:
+        before = await self.store.get_member(workspace, user)
         member = await self.store.set_role(workspace, user, role, actor=actor)
         if member.role is Role.GUEST:  # public channels it previewed are no longer its
             await self._node.kick(user, workspace_channel(workspace))
+        if before is None or before.role is not member.role:
+            await self._member_event(
+                workspace_channel(workspace), actor, user, joined=True, role=member.role
+            )
         return member
+
+    async def create_channel(
+        self,
+        workspace: str,
+        name: str,
+        kind: ChannelKind,
+        *,
+        actor: str,
+        topic: str = "",
+        position: int = 0,
+    ) -> Channel:
+        ch = await self.store.create_channel(
+            workspace, name, kind, actor=actor, topic=topic, position=position
+        )
+        await self._channel_event("created", ch, actor)
+        return ch
+
+    async def join_channel(self, channel: str, user: str, *, actor: str) -> bool:
+        joined = await self.store.join_channel(channel, user, actor=actor)
+        if joined:
+            await self._member_event(channel, actor, user, joined=True)
+        return joined
 
     async def leave_channel(self, channel: str, user: str, *, actor: str) -> bool:
         left = await self.store.leave_channel(channel, user, actor=actor)
         await self._node.kick(user, channel)
+        if left:
+            await self._member_event(channel, actor, user, joined=False)
         return left
 
     async def update_channel(
@@ -84,6 +160,7 @@ class DomainService:
         )
         if archived is not UNSET:
             await self._node.kick("", channel)  # everyone re-checks posting
+        await self._channel_event("updated", updated, actor)
         return updated
 
     # -- plain delegation ----------------------------------------------------------------
@@ -139,9 +216,6 @@ class DomainService:
     ) -> Page[Member]:
         return await self.store.list_user_workspaces(user, limit=limit, cursor=cursor)
 
-    async def add_member(self, workspace: str, user: str, role: Role, *, actor: str) -> bool:
-        return await self.store.add_member(workspace, user, role, actor=actor)
-
     async def get_member(self, workspace: str, user: str) -> Member | None:
         return await self.store.get_member(workspace, user)
 
@@ -150,20 +224,6 @@ class DomainService:
     ) -> Page[Member]:
         return await self.store.list_members(workspace, limit=limit, cursor=cursor)
 
-    async def create_channel(
-        self,
-        workspace: str,
-        name: str,
-        kind: ChannelKind,
-        *,
-        actor: str,
-        topic: str = "",
-        position: int = 0,
-    ) -> Channel:
-        return await self.store.create_channel(
-            workspace, name, kind, actor=actor, topic=topic, position=position
-        )
-
     async def get_channel(self, channel: str) -> Channel | None:
         return await self.store.get_channel(channel)
 
@@ -171,9 +231,6 @@ class DomainService:
         self, workspace: str, *, limit: int, cursor: str | None = None
     ) -> Page[Channel]:
         return await self.store.list_channels(workspace, limit=limit, cursor=cursor)
-
-    async def join_channel(self, channel: str, user: str, *, actor: str) -> bool:
-        return await self.store.join_channel(channel, user, actor=actor)
 
     async def is_channel_member(self, channel: str, user: str) -> bool:
         return await self.store.is_channel_member(channel, user)

@@ -18,6 +18,7 @@ import trio
 
 from gateway.actors.connection import Connection
 from gateway.actors.domain import DomainService
+from gateway.actors.messages import MessageService
 from gateway.actors.presence import PresenceHub
 from gateway.actors.registry import ChannelRegistry
 from gateway.bus import Bus
@@ -27,6 +28,7 @@ from gateway.metrics import Metrics
 from gateway.presence.base import Presence
 from gateway.protocol.session import Phase
 from gateway.store.domain import DomainStore
+from gateway.store.message_state import MessageStateStore
 
 if TYPE_CHECKING:
     from gateway.auth import Identity
@@ -52,6 +54,7 @@ class Node:
         *,
         presence: Presence,
         domain: DomainStore,
+        states: MessageStateStore,
     ) -> None:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -60,6 +63,7 @@ class Node:
         bus.on_revoke(self.revoke)  # revocations made on other nodes
         self.presence = PresenceHub(presence)
         self.domain: DomainStore = DomainService(domain, self)
+        self.messages = MessageService(bus, states, self.domain)
         self.verifier = verifier
         self.metrics = metrics
         self.registry = ChannelRegistry(

@@ -55,8 +55,18 @@ class Bus(Protocol):
     """
 
     async def append(
-        self, channel: str, *, sender: str, cmid: str, body: str, thread: str | None = None
-    ) -> Appended: ...
+        self,
+        channel: str,
+        *,
+        sender: str,
+        cmid: str,
+        body: str,
+        thread: str | None = None,
+        kind: str = "",
+    ) -> Appended:
+        """Append durably, or return the record already appended with ``(sender, cmid)``.
+        ``kind`` "" is a message; others are events (:mod:`gateway.protocol.events`)."""
+        ...
 
     async def head(self, channel: str) -> Position:
         """Epoch and last offset (0 for an empty log); creates the log if needed."""

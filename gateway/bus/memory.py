@@ -146,7 +146,14 @@ class MemoryBus:
     # -- Bus -------------------------------------------------------------------------
 
     async def append(
-        self, channel: str, *, sender: str, cmid: str, body: str, thread: str | None = None
+        self,
+        channel: str,
+        *,
+        sender: str,
+        cmid: str,
+        body: str,
+        thread: str | None = None,
+        kind: str = "",
     ) -> Appended:
         """Append durably, or return the record already sent with this cmid."""
         key = (sender, cmid)
@@ -204,7 +211,16 @@ class MemoryBus:
         offset = ch.head
         now_ms = time.time_ns() // 1_000_000
         record = Record(
-            channel, offset, ch.epoch, f"{ch.epoch}-{offset}", sender, cmid, body, now_ms, thread
+            channel,
+            offset,
+            ch.epoch,
+            f"{ch.epoch}-{offset}",
+            sender,
+            cmid,
+            body,
+            now_ms,
+            thread,
+            kind,
         )
         pending.record = record
         self._queue.append(pending)

@@ -19,24 +19,34 @@ __all__ = [
     "CHANNEL_PATTERN",
     "Ack",
     "Auth",
+    "ChannelEvent",
+    "ChannelInfo",
     "ClientFrame",
     "ClientFrames",
+    "Delete",
+    "Edit",
     "Error",
     "Hello",
     "LimitsInfo",
+    "MemberEvent",
+    "MessageDeleted",
     "MessageEvent",
+    "MessageUpdated",
     "Ping",
     "Pong",
     "PresenceEvent",
     "PresenceSet",
     "PresenceWatch",
     "Publish",
+    "React",
+    "ReactionEvent",
     "Ready",
     "Resume",
     "ServerFrame",
     "ServerFrames",
     "Subscribe",
     "Subscribed",
+    "ThreadEvent",
     "Typing",
     "TypingEvent",
     "Unsubscribe",
@@ -47,13 +57,16 @@ PROTOCOL_VERSION = 1
 CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$(?!\n)"
 
 Channel = Annotated[str, Meta(pattern=CHANNEL_PATTERN, max_length=128)]
-ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64)]
+# "~" starts the server's own keys of derived log entries (thread summaries)
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[^~]")]
 Token = Annotated[str, Meta(min_length=1, max_length=8192)]
 Body = Annotated[str, Meta(min_length=1, max_length=65536)]
 MessageId = Annotated[str, Meta(min_length=1, max_length=96)]
 SessionId = Annotated[str, Meta(min_length=1, max_length=64)]
 Nonce = Annotated[int, Meta(ge=0, le=2**53)]
 UserId = Annotated[str, Meta(min_length=1, max_length=128)]
+Emoji = Annotated[str, Meta(min_length=1, max_length=64)]
+Version = Annotated[int, Meta(ge=1, le=2**31)]
 
 
 # --------------------------------------------------------------------------- client -> server
@@ -103,6 +116,38 @@ class Publish(ClientFrame, tag="publish", frozen=True):
     thread: MessageId | None = None
 
 
+class Edit(ClientFrame, tag="edit", frozen=True):
+    """Replace the body of one's own message ``id``. ``version`` is the version the
+    client saw (1 as posted): a stale one is refused with ``stale_version``. Acked like
+    a publish (``cmid``), with the new ``version``; a retry with the same ``cmid`` is
+    acked again, not applied twice."""
+
+    channel: Channel
+    id: MessageId
+    cmid: ClientMsgId
+    body: Body
+    version: Version
+
+
+class Delete(ClientFrame, tag="delete", frozen=True):
+    """Delete message ``id`` (its author, or a workspace admin): it becomes a tombstone."""
+
+    channel: Channel
+    id: MessageId
+    cmid: ClientMsgId
+
+
+class React(ClientFrame, tag="react", frozen=True):
+    """Add (``add``) or remove one's ``emoji`` reaction on message ``id``. Idempotent:
+    adding twice is one reaction."""
+
+    channel: Channel
+    id: MessageId
+    cmid: ClientMsgId
+    emoji: Emoji
+    add: bool = True
+
+
 class Typing(ClientFrame, tag="typing", frozen=True):
     """Ephemeral: tell the channel's other subscribers this user is typing."""
 
@@ -129,7 +174,18 @@ class PresenceSet(ClientFrame, tag="presence_set", frozen=True):
 
 
 ClientFrames = (
-    Auth | Resume | Subscribe | Unsubscribe | Publish | Typing | Ping | PresenceWatch | PresenceSet
+    Auth
+    | Resume
+    | Subscribe
+    | Unsubscribe
+    | Publish
+    | Edit
+    | Delete
+    | React
+    | Typing
+    | Ping
+    | PresenceWatch
+    | PresenceSet
 )
 
 
@@ -203,7 +259,9 @@ class MessageEvent(ServerFrame, tag="message", frozen=True):
 
 
 class Ack(ServerFrame, tag="ack", frozen=True):
-    """A publish was accepted and is durable at ``offset``."""
+    """A publish (or edit, delete, react) was accepted and is durable at ``offset`` of
+    ``channel`` (for a thread reply: the thread's log). ``version``: the message's
+    version after an edit or delete."""
 
     cmid: str
     channel: str
@@ -211,6 +269,104 @@ class Ack(ServerFrame, tag="ack", frozen=True):
     epoch: str
     id: str
     duplicate: bool = False
+    version: int = 0
+
+
+# Events below are entries of a channel's log like messages: they carry the log's
+# ``offset`` and ``epoch``, are replayed on subscribe and resume, and count for positions.
+
+
+class MessageUpdated(ServerFrame, tag="message_updated", frozen=True):
+    """Message ``id`` was edited by its author ``by``: now ``body`` at ``version``."""
+
+    channel: str
+    offset: int
+    epoch: str
+    id: str
+    version: int
+    body: str
+    by: str
+    ts: int
+
+
+class MessageDeleted(ServerFrame, tag="message_deleted", frozen=True):
+    """Message ``id`` is now a tombstone (its body and reactions are gone)."""
+
+    channel: str
+    offset: int
+    epoch: str
+    id: str
+    version: int
+    by: str
+    ts: int
+
+
+class ReactionEvent(ServerFrame, tag="reaction", frozen=True, omit_defaults=False):
+    """``user`` added (``added``) or removed ``emoji`` on message ``id``; ``count`` is the
+    number of users with that reaction now."""
+
+    channel: str
+    offset: int
+    epoch: str
+    id: str
+    emoji: str
+    user: str
+    added: bool
+    count: int
+    ts: int
+
+
+class ThreadEvent(ServerFrame, tag="thread", frozen=True, omit_defaults=False):
+    """The thread under message ``id`` got a reply from ``user``: ``replies`` in all, the
+    last at ``last_reply_ms``; ``participants``: who replied (first 20). The replies
+    themselves are in the thread's log, ``<channel>:t<offset of id>``: subscribe to it."""
+
+    channel: str
+    offset: int
+    epoch: str
+    id: str
+    user: str
+    replies: int
+    last_reply_ms: int
+    participants: list[str]
+    ts: int
+
+
+class MemberEvent(ServerFrame, tag="member", frozen=True, omit_defaults=False):
+    """``user`` joined (``joined``) or left the channel (in a workspace's log ``ws.<id>``:
+    the workspace); ``by``: who made the change."""
+
+    channel: str
+    offset: int
+    epoch: str
+    user: str
+    joined: bool
+    by: str
+    ts: int
+    role: str | None = None
+
+
+class ChannelInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    kind: str
+    topic: str
+    archived: bool
+    position: int
+    version: int
+
+
+class ChannelEvent(ServerFrame, tag="channel", frozen=True):
+    """In a workspace's log (``ws.<id>``) and in the channel's own log: the channel was
+    ``created`` or ``updated`` (topic, position, archived) by ``by``."""
+
+    channel: str
+    offset: int
+    epoch: str
+    what: str
+    info: ChannelInfo
+    by: str
+    ts: int
 
 
 class TypingEvent(ServerFrame, tag="typing", frozen=True):
@@ -249,6 +405,12 @@ ServerFrames = (
     | Subscribed
     | Unsubscribed
     | MessageEvent
+    | MessageUpdated
+    | MessageDeleted
+    | ReactionEvent
+    | ThreadEvent
+    | MemberEvent
+    | ChannelEvent
     | Ack
     | TypingEvent
     | PresenceEvent

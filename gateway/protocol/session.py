@@ -20,6 +20,7 @@ __all__ = [
     "Action",
     "Authenticate",
     "Close",
+    "DoChange",
     "DoPresenceSet",
     "DoPresenceWatch",
     "DoPublish",
@@ -77,6 +78,13 @@ class DoPublish:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class DoChange:
+    """Edit, delete or react: a change to a message, acked like a publish."""
+
+    frame: f.Edit | f.Delete | f.React
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class DoTyping:
     channel: str
 
@@ -98,6 +106,7 @@ Action = (
     | DoSubscribe
     | DoUnsubscribe
     | DoPublish
+    | DoChange
     | DoTyping
     | DoPresenceWatch
     | DoPresenceSet
@@ -222,6 +231,8 @@ class Session:
         # READY
         if isinstance(frame, f.Publish):
             return self._publish(frame)
+        if isinstance(frame, f.Edit | f.Delete | f.React):
+            return self._change(frame)
         if isinstance(frame, f.Typing):
             if frame.channel not in self.subscriptions:
                 return self._strike(
@@ -268,34 +279,42 @@ class Session:
         return self._strike(error(ErrorCode.UNKNOWN_TYPE, "unexpected frame"))
 
     def _publish(self, frame: f.Publish) -> Action:
-        if frame.channel not in self.subscriptions:
+        return self._check_send(frame.channel, frame.cmid, frame.body) or DoPublish(frame)
+
+    def _change(self, frame: f.Edit | f.Delete | f.React) -> Action:
+        refused = self._check_send(frame.channel, frame.cmid, getattr(frame, "body", ""))
+        return refused or DoChange(frame)
+
+    def _check_send(self, channel: str, cmid: str, body: str) -> Action:
+        """The checks every frame that appends to a log passes: subscribed, sizes."""
+        if channel not in self.subscriptions:
             return self._strike(
                 error(
                     ErrorCode.NOT_SUBSCRIBED,
                     "subscribe to the channel before publishing",
-                    ref=frame.cmid,
-                    channel=frame.channel,
+                    ref=cmid,
+                    channel=channel,
                 )
             )
-        if len(frame.body.encode()) > self.limits.max_body_bytes:
+        if len(body.encode()) > self.limits.max_body_bytes:
             return self._strike(
                 error(
                     ErrorCode.TOO_LARGE,
                     f"body over {self.limits.max_body_bytes} bytes",
-                    ref=frame.cmid,
-                    channel=frame.channel,
+                    ref=cmid,
+                    channel=channel,
                 )
             )
-        if len(frame.cmid) > self.limits.max_cmid_len:
+        if len(cmid) > self.limits.max_cmid_len:
             return self._strike(
                 error(
                     ErrorCode.INVALID_FIELD,
                     f"cmid over {self.limits.max_cmid_len} characters",
-                    ref=frame.cmid,
-                    channel=frame.channel,
+                    ref=cmid,
+                    channel=channel,
                 )
             )
-        return DoPublish(frame)
+        return None
 
     def _strike(self, reply: Reply) -> Action:
         self.errors += 1

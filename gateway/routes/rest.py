@@ -17,6 +17,8 @@ from quart_trio import QuartTrio
 from gateway.actors.access import channel_access
 from gateway.errors import ErrorCode, GatewayError
 from gateway.protocol.frames import CHANNEL_PATTERN
+from gateway.routes.domain_api import register_domain_routes
+from gateway.routes.history import history_entries
 
 if TYPE_CHECKING:
     from gateway.actors.node import Node
@@ -48,6 +50,7 @@ def _ok(payload: Any, status: int = 200) -> Response:
 def create_rest_app(node: Node) -> QuartTrio:
     app = QuartTrio("gateway", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    register_domain_routes(app, node)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -108,8 +111,10 @@ def create_rest_app(node: Node) -> QuartTrio:
 
     @app.get("/v1/channels/<channel>/messages")
     async def history(channel: str) -> Response:
-        """A page of a channel's history: ``after=N`` (ascending from N+1) or
-        ``before=N`` (the page just below N), ``limit`` 1..200."""
+        """A page of a channel's log: ``after=N`` (ascending from N+1) or ``before=N``
+        (the page just below N), ``limit`` 1..200 entries. Messages come with their
+        current state; other entries (edits, reactions, ...) only with ``events=true``,
+        so a page may hold fewer than ``limit`` messages."""
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             return _error(401, ErrorCode.NOT_AUTHENTICATED, "send Authorization: Bearer <token>")
@@ -128,6 +133,9 @@ def create_rest_app(node: Node) -> QuartTrio:
         except GatewayError as exc:
             return _error(503, exc.code, exc.message)
         args = request.args
+        if args.get("events", "false") not in ("true", "false"):
+            return _error(400, ErrorCode.INVALID_FIELD, "events is true or false")
+        events = args.get("events") == "true"
         try:
             limit = int(args.get("limit", "50"))
             after = int(args["after"]) if "after" in args else None
@@ -151,26 +159,11 @@ def create_rest_app(node: Node) -> QuartTrio:
                 ]
             else:
                 records = list(await node.bus.read(channel, after or 0, limit))
+            entries = await history_entries(node.messages.states, channel, records, events=events)
         except GatewayError as exc:
             return _error(503, exc.code, exc.message)
         return _ok(
-            {
-                "channel": channel,
-                "epoch": head.epoch,
-                "head": head.offset,
-                "messages": [
-                    {
-                        "offset": r.offset,
-                        "id": r.id,
-                        "sender": r.sender,
-                        "cmid": r.cmid,
-                        "body": r.body,
-                        "ts": r.ts,
-                        "thread": r.thread,
-                    }
-                    for r in records
-                ],
-            }
+            {"channel": channel, "epoch": head.epoch, "head": head.offset, "messages": entries}
         )
 
     @app.errorhandler(404)

@@ -61,22 +61,26 @@ CREATE TABLE IF NOT EXISTS messages (
     body     TEXT NOT NULL,
     ts       INTEGER NOT NULL,
     thread   TEXT,
+    kind     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (channel, "offset")
 );  -- a rowid table: appends land on few pages (measured faster than WITHOUT ROWID)
 CREATE UNIQUE INDEX IF NOT EXISTS messages_cmid ON messages (channel, sender, cmid);
 """
 
-_COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread'
-_INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread, kind'
+_INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT = f"SELECT {_COLUMNS} FROM messages"
 
 
-def _row(record: Record) -> tuple[str, int, str, str, str, str, str, int, str | None]:
+_Row = tuple[str, int, str, str, str, str, str, int, str | None, str]
+
+
+def _row(record: Record) -> _Row:
     r = record
-    return (r.channel, r.offset, r.epoch, r.id, r.sender, r.cmid, r.body, r.ts, r.thread)
+    return (r.channel, r.offset, r.epoch, r.id, r.sender, r.cmid, r.body, r.ts, r.thread, r.kind)
 
 
-def _record(row: tuple[str, int, str, str, str, str, str, int, str | None]) -> Record:
+def _record(row: _Row) -> Record:
     return Record(*row)
 
 
@@ -177,7 +181,7 @@ class SqliteStore(WalConnection):
 
     async def open(self) -> None:
         """Open the connection and create the schema now (idempotent)."""
-        await self._run("open", lambda conn: None)
+        await self._run("open", _migrate)
 
     async def open_log(self, channel: str) -> Position:
         """Epoch and highest stored offset (0 if none); creates the epoch if needed."""
@@ -277,6 +281,13 @@ class SqliteStore(WalConnection):
         """A snapshot: records written, write calls (transactions), read calls."""
         s = self._stats
         return StoreStatistics(writes=s.writes, batches=s.batches, reads=s.reads)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+    if "kind" not in columns:  # before message events (edits, reactions, ...)
+        conn.execute("ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
 
 
 def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:

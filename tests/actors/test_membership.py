@@ -9,13 +9,15 @@ import trio
 
 from gateway.app import Gateway
 from gateway.domain.model import Channel, ChannelKind, Role
+from gateway.model import Position
 from gateway.protocol import frames as f
 from gateway.store.domain import DomainStore
 from tests.conftest import token
-from tests.rawclient import Raw, raw_client
+from tests.rawclient import LOG_EVENTS, Raw, raw_client
 from tests.test_multinode import open_nodes
 
 USERS = ("alice", "bob", "carol", "gus", "zed")
+SKIP = (f.MessageEvent, *LOG_EVENTS)
 
 
 async def _workspace(domain: DomainStore) -> tuple[Channel, Channel]:
@@ -35,7 +37,7 @@ async def _workspace(domain: DomainStore) -> tuple[Channel, Channel]:
 
 async def _refused(c: Raw, frame: f.ClientFrame, code: str = "forbidden") -> f.Error:
     await c.send(frame)
-    err: f.Error = await c.expect(f.Error, skip=(f.MessageEvent,))
+    err: f.Error = await c.expect(f.Error, skip=SKIP)
     assert err.code == code, err
     return err
 
@@ -52,7 +54,7 @@ async def test_members_read_and_post_others_are_refused(gateway: Gateway) -> Non
         ):
             await bob.subscribe(secret.id)
             await bob.send(f.Publish(channel=secret.id, cmid="b1", body="hi"))
-            assert (await bob.expect(f.Ack, skip=(f.MessageEvent,))).offset == 1
+            assert (await bob.expect(f.Ack, skip=SKIP)).cmid == "b1"
             for c in (carol, gus, zed):  # not in the private channel: as if it did not exist
                 err = await _refused(c, f.Subscribe(channel=secret.id))
                 assert err.message == "no such channel"
@@ -66,7 +68,7 @@ async def test_members_read_and_post_others_are_refused(gateway: Gateway) -> Non
             assert err.ref == "c1" and "join" in err.message
             await gateway.node.domain.join_channel(general.id, "carol", actor="carol")
             await carol.send(f.Publish(channel=general.id, cmid="c1", body="x"))
-            assert (await carol.expect(f.Ack, skip=(f.MessageEvent,))).cmid == "c1"
+            assert (await carol.expect(f.Ack, skip=SKIP)).cmid == "c1"
             # a token's channels glob never grants domain channels, "*" included
             await _refused(zed, f.Subscribe(channel="ch." + "0" * 24))
             await _refused(zed, f.Subscribe(channel="dm.unknown"))
@@ -83,16 +85,21 @@ async def test_removal_ends_subscriptions_at_once_and_for_good(gateway: Gateway)
             for c in (bob, bob2):
                 await c.subscribe(secret.id)
                 await c.subscribe(general.id)
+            await bob.send(f.Publish(channel=secret.id, cmid="root", body="q"))
+            ack = await bob.expect(f.Ack, skip=SKIP)
+            await bob.subscribe(f"{secret.id}:t{ack.offset}")  # a thread of the channel
             assert await domain.leave_channel(secret.id, "bob", actor="alice")
-            for c in (bob, bob2):
-                gone = await c.expect(f.Unsubscribed, skip=(f.MessageEvent,))
-                assert (gone.channel, gone.reason) == (secret.id, "forbidden")
+            thread = f"{secret.id}:t{ack.offset}"
+            for c, ended in ((bob, [secret.id, thread]), (bob2, [secret.id])):
+                for channel in ended:
+                    gone = await c.expect(f.Unsubscribed, skip=SKIP)
+                    assert (gone.channel, gone.reason) == (channel, "forbidden")
                 late = f.Publish(channel=secret.id, cmid="late", body="x")
                 await _refused(c, late, "not_subscribed")
             await _refused(bob, f.Subscribe(channel=secret.id))
             # removed from the workspace: every channel of it goes
             assert await domain.remove_member("acme", "bob", actor="alice")
-            gone = await bob.expect(f.Unsubscribed, skip=(f.MessageEvent,))
+            gone = await bob.expect(f.Unsubscribed, skip=SKIP)
             assert (gone.channel, gone.reason) == (general.id, "forbidden")
             await _refused(bob, f.Subscribe(channel=general.id))
             # re-added: membership decides again, no lingering bar
@@ -109,7 +116,7 @@ async def test_history_follows_membership(gateway: Gateway) -> None:
         ):
             await bob.subscribe(secret.id)
             await bob.send(f.Publish(channel=secret.id, cmid="b1", body="private"))
-            await bob.expect(f.Ack, skip=(f.MessageEvent,))
+            await bob.expect(f.Ack, skip=SKIP)
 
             async def history(user: str) -> httpx.Response:
                 auth = {"authorization": f"Bearer {token(user)}"}
@@ -137,7 +144,7 @@ async def test_archiving_stops_posting_but_not_reading(gateway: Gateway) -> None
                 general.id, actor="alice", expected_version=2, archived=False
             )
             await bob.send(f.Publish(channel=general.id, cmid="a", body="x"))
-            await bob.expect(f.Ack, skip=(f.MessageEvent,))
+            await bob.expect(f.Ack, skip=SKIP)
 
 
 async def test_a_removal_on_one_node_ends_subscriptions_on_the_others(
@@ -153,12 +160,46 @@ async def test_a_removal_on_one_node_ends_subscriptions_on_the_others(
                     general.id, actor="alice", expected_version=1, archived=True
                 )
                 assert await a.node.domain.leave_channel(secret.id, "bob", actor="alice")
-                gone = await bob.expect(f.Unsubscribed, skip=(f.MessageEvent,))
+                gone = await bob.expect(f.Unsubscribed, skip=SKIP)
                 assert (gone.channel, gone.reason) == (secret.id, "forbidden")
                 # kicks travel in order, so the archive reached node b first: its next
                 # post on #general is re-checked and refused
                 err = await _refused(bob, f.Publish(channel=general.id, cmid="p", body="x"))
                 assert "archived" in err.message
                 await a.node.domain.remove_member("acme", "bob", actor="alice")
-                gone = await bob.expect(f.Unsubscribed, skip=(f.MessageEvent,))
+                gone = await bob.expect(f.Unsubscribed, skip=SKIP)
                 assert gone.channel == general.id
+
+
+async def test_member_and_channel_changes_are_events_for_their_audience(gateway: Gateway) -> None:
+    domain = gateway.node.domain
+    general, secret = await _workspace(domain)
+    with trio.fail_after(20):
+        async with (
+            raw_client(gateway.ws_url, token=token("carol")) as carol,
+            raw_client(gateway.ws_url, token=token("bob")) as bob,
+        ):
+            _, sub = await carol.subscribe("ws.acme")
+            await carol.send(f.Subscribe(channel="ws.acme", since=Position(sub.epoch, 0)))
+            history = []
+            while not isinstance(frame := await carol.recv(), f.Subscribed):
+                history.append(frame)
+            joined = [(e.user, e.role) for e in history if isinstance(e, f.MemberEvent)]
+            assert joined == [("bob", "member"), ("carol", "member"), ("gus", "guest")]
+            created = [e.info.name for e in history if isinstance(e, f.ChannelEvent)]
+            assert created == ["general"]  # the private channel is not announced
+            await _refused(carol, f.Publish(channel="ws.acme", cmid="x", body="x"))
+
+            await bob.subscribe(general.id)
+            await domain.join_channel(general.id, "carol", actor="carol")
+            ev = await bob.expect(f.MemberEvent)
+            assert (ev.channel, ev.user, ev.joined, ev.by) == (general.id, "carol", True, "carol")
+            await domain.update_channel(general.id, actor="alice", expected_version=1, topic="news")
+            upd = await bob.expect(f.ChannelEvent)
+            assert (upd.what, upd.info.topic, upd.info.version) == ("updated", "news", 2)
+            upd = await carol.expect(f.ChannelEvent)
+            assert (upd.channel, upd.info.id) == ("ws.acme", general.id)
+            await domain.leave_channel(secret.id, "bob", actor="bob")  # private: not in ws
+            await domain.remove_member("acme", "gus", actor="alice")
+            gone = await carol.expect(f.MemberEvent)
+            assert (gone.user, gone.joined, gone.by) == ("gus", False, "alice")
