@@ -5,8 +5,9 @@ Each method is one key lookup or one range query on a key:
 * ``(channel) -> epoch, head``                 : one item per channel log
 * ``(channel, offset range)``                  : messages, partition=channel, sort=offset
 * ``(channel, sender#cmid)``                    : idempotency index
+* ``(channel#sender, offset range)``            : search by author (a sparse index)
 
-Adapters: ``gateway.store.sqlite`` (embedded default) and, later, DynamoDB. Every
+Adapters: ``gateway.store.sqlite`` (embedded default) and ``gateway.store.dynamodb``. Every
 adapter passes ``tests/contract/test_store_contract.py``.
 """
 
@@ -56,6 +57,14 @@ class MessageStore(Protocol):
         ...
 
     async def find_cmid(self, channel: str, sender: str, cmid: str) -> Record | None: ...
+
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """Search: the messages (``kind == ""``, not events) ``sender`` posted in ``channel``
+        below offset ``before``, newest first, at most ``limit``. May lag ``write`` by a
+        moment (DynamoDB serves it from a GSI, which is eventually consistent)."""
+        ...
 
     def statistics(self) -> StoreStatistics: ...
 

@@ -60,9 +60,11 @@ from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
 from gateway.store.base import StoreStatistics
 from gateway.store.tables import (
+    BY_SENDER,
     CMIDS,
     LOGS,
     MESSAGES,
+    channel_sender,
     check_tables,
     cmid_item,
     cmid_put,
@@ -362,6 +364,30 @@ class DynamoStore:
             return None
         record = item_record(got["Item"])
         return record if (record.sender, record.cmid) == (sender, cmid) else None
+
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """``sender``'s messages below ``before``, newest first: one ``Query`` on the
+        sparse GSI ``by_sender`` (eventually consistent: a just-written message may be
+        missing for a moment)."""
+        if limit <= 0:
+            return []
+        params: dict[str, Any] = {
+            "TableName": self.messages,
+            "IndexName": BY_SENDER,
+            "KeyConditionExpression": "#cs = :cs AND #o < :b",
+            "ExpressionAttributeNames": {"#cs": "cs", "#o": "offset"},
+            "ExpressionAttributeValues": {
+                ":cs": {"S": channel_sender(channel, sender)},
+                ":b": {"N": str(before)},
+            },
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        page = await self._call("query", **params)
+        self._stats.reads += 1
+        return [item_record(item) for item in page.get("Items", [])][:limit]
 
     def statistics(self) -> StoreStatistics:
         """A snapshot: records written, write calls, read calls."""

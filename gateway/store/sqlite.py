@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS messages (
 );  -- a rowid table: appends land on few pages (measured faster than WITHOUT ROWID)
 CREATE UNIQUE INDEX IF NOT EXISTS messages_cmid ON messages (channel, sender, cmid);
 """
+# after _migrate (an older database gets its kind column first)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_sender ON messages (channel, sender, "offset")
+    WHERE kind = '';
+"""
 
 _COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread, kind'
 _INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -257,6 +262,23 @@ class SqliteStore(WalConnection):
         self._stats.reads += 1
         return None if row is None else _record(row)
 
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """``sender``'s messages below ``before``, newest first (index messages_sender)."""
+        if limit <= 0:
+            return []
+        sql = (
+            f"{_SELECT} WHERE channel = ? AND sender = ? AND kind = '' AND \"offset\" < ?"
+            ' ORDER BY "offset" DESC LIMIT ?'
+        )
+        rows = await self._run(
+            "read_by_sender",
+            lambda c: c.execute(sql, (channel, sender, before, limit)).fetchall(),
+        )
+        self._stats.reads += 1
+        return [_record(row) for row in rows]
+
     def _check_epochs(self, conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, str]:
         """Refuse records not of their log's epoch; returns the logs this call creates."""
         epochs: dict[str, str] = {}
@@ -288,6 +310,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
     if "kind" not in columns:  # before message events (edits, reactions, ...)
         conn.execute("ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
+    conn.executescript(_INDEXES)
 
 
 def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:

@@ -2,12 +2,13 @@
 
 Used by :mod:`gateway.store.dynamodb` (names, attributes, the message item codec), by
 :mod:`gateway.store.domain_dynamodb` (the domain table), by
-:mod:`gateway.store.message_state_dynamodb` (the message-state tables), by the test fixtures
+:mod:`gateway.store.message_state_dynamodb` (the message-state tables), by
+:mod:`gateway.store.files_dynamodb` (the file records), by the test fixtures
 (to create tables in moto) and by deployment code. Application code never creates tables:
 each store calls :func:`check_tables` for its own tables (:data:`MESSAGE_TABLES`,
-:data:`DOMAIN_TABLES`, :data:`MESSAGE_STATE_TABLES`) and refuses to start if something is
-missing; :func:`create_tables` is for fixtures and deployment only (pass :data:`TABLES` for
-every table).
+:data:`DOMAIN_TABLES`, :data:`MESSAGE_STATE_TABLES`, :data:`FILES_TABLES`) and refuses
+to start if something is missing; :func:`create_tables` is for fixtures and deployment only
+(pass :data:`TABLES` for every table).
 
 Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
 
@@ -17,7 +18,9 @@ Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
 ``<prefix>-messages``  one item per message. Key ``channel`` (S) + ``offset`` (N).
                        Attributes ``epoch``, ``id``, ``sender``, ``cmid``, ``body`` (S),
                        ``ts`` (N), ``thread`` (S, absent for a top-level message),
-                       ``kind`` (S, absent for a message; an event's kind).
+                       ``kind`` (S, absent for a message; an event's kind), ``cs`` (S,
+                       messages only: :func:`channel_sender`), the key of the sparse GSI
+                       ``by_sender`` (``cs`` + ``offset``) that serves search by author.
 ``<prefix>-cmids``     the idempotency index, one item per message. Key ``channel`` (S) +
                        ``sc`` (S, :func:`sender_cmid`); attribute ``offset`` (N). A table
                        of its own, written in the same transaction as the message, and not
@@ -36,6 +39,15 @@ Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
                        ``rk`` (S, ``<offset>#<len(user)>:<user>#<emoji>``); no other
                        attribute. Both items are in ``docs/data-model.md`` and
                        :mod:`gateway.store._message_state_dynamo_items`.
+``<prefix>-files``     one item per uploaded file (:mod:`gateway.store.files_dynamodb`).
+                       Key ``id`` (S). A pending record also has ``pending_owner`` (S) and
+                       ``expires_ms`` (N), the keys of the sparse GSI ``pending_by_owner``
+                       (keys only) that counts a user's open upload slots, and ``expires``
+                       (the TTL: pending records are deleted a day after they lapse).
+
+The S3 bucket of uploaded files (:data:`FILES_BUCKET`, named by configuration, not by the
+prefix) is defined here too: :func:`check_bucket` for the blob store at startup,
+:func:`create_bucket` for fixtures and deployment.
 
 No GSI is needed: every read is one key lookup or one range query on a primary key. The
 messages, cmids, message-state and reactions tables have TTL enabled on ``expires`` (epoch
@@ -57,21 +69,33 @@ from gateway.aws import Aws, AwsError
 from gateway.model import Record
 
 __all__ = [
+    "BUCKETS",
+    "BUCKET_NAME",
+    "BY_SENDER",
     "CMIDS",
     "DOMAIN",
     "DOMAIN_TABLES",
+    "FILES",
+    "FILES_BUCKET",
+    "FILES_TABLES",
     "LOGS",
     "MESSAGES",
     "MESSAGE_STATE",
     "MESSAGE_STATE_TABLES",
     "MESSAGE_TABLES",
+    "PENDING_BY_OWNER",
     "REACTIONS",
     "TABLES",
     "TTL_ATTRIBUTE",
+    "BucketSpec",
     "TableSpec",
+    "channel_sender",
+    "check_bucket",
+    "check_bucket_name",
     "check_tables",
     "cmid_item",
     "cmid_put",
+    "create_bucket",
     "create_tables",
     "item_record",
     "log_write",
@@ -95,6 +119,7 @@ class TableSpec:
     range_key: tuple[str, str] | None = None
     gsis: tuple[dict[str, Any], ...] = ()  # GlobalSecondaryIndexes entries, as the API takes
     ttl: str | None = None
+    gsi_keys: tuple[tuple[str, str], ...] = ()  # (attribute, type) of GSI keys not in the key
     pitr: bool = False
 
     def name(self, prefix: str) -> str:
@@ -108,6 +133,7 @@ class TableSpec:
 
     def attribute_definitions(self) -> list[dict[str, str]]:
         keys = [self.hash_key] if self.range_key is None else [self.hash_key, self.range_key]
+        keys += self.gsi_keys
         return [{"AttributeName": a, "AttributeType": t} for a, t in keys]
 
     def create_params(self, prefix: str) -> dict[str, Any]:
@@ -124,7 +150,24 @@ class TableSpec:
 
 
 LOGS = TableSpec("logs", ("channel", "S"))
-MESSAGES = TableSpec("messages", ("channel", "S"), ("offset", "N"), ttl=TTL_ATTRIBUTE)
+BY_SENDER = "by_sender"  # messages' search index: (channel, sender) -> offsets
+MESSAGES = TableSpec(
+    "messages",
+    ("channel", "S"),
+    ("offset", "N"),
+    ttl=TTL_ATTRIBUTE,
+    gsis=(
+        {
+            "IndexName": BY_SENDER,
+            "KeySchema": [
+                {"AttributeName": "cs", "KeyType": "HASH"},
+                {"AttributeName": "offset", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
+    ),
+    gsi_keys=(("cs", "S"),),
+)
 CMIDS = TableSpec("cmids", ("channel", "S"), ("sc", "S"), ttl=TTL_ATTRIBUTE)
 DOMAIN = TableSpec("domain", ("pk", "S"), ("sk", "S"), pitr=True)
 MESSAGE_TABLES = (LOGS, MESSAGES, CMIDS)  # the message store's (gateway.store.dynamodb)
@@ -132,7 +175,25 @@ MESSAGE_STATE = TableSpec("message-state", ("channel", "S"), ("offset", "N"), tt
 REACTIONS = TableSpec("reactions", ("channel", "S"), ("rk", "S"), ttl=TTL_ATTRIBUTE)
 DOMAIN_TABLES = (DOMAIN,)  # the domain store's (gateway.store.domain_dynamodb)
 MESSAGE_STATE_TABLES = (MESSAGE_STATE, REACTIONS)  # gateway.store.message_state_dynamodb's
-TABLES = (*MESSAGE_TABLES, *DOMAIN_TABLES, *MESSAGE_STATE_TABLES)  # every table of the gateway
+PENDING_BY_OWNER = "pending_by_owner"  # files' sparse GSI: (pending_owner, expires_ms)
+FILES = TableSpec(
+    "files",
+    ("id", "S"),
+    ttl=TTL_ATTRIBUTE,
+    gsis=(
+        {
+            "IndexName": PENDING_BY_OWNER,
+            "KeySchema": [
+                {"AttributeName": "pending_owner", "KeyType": "HASH"},
+                {"AttributeName": "expires_ms", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        },
+    ),
+    gsi_keys=(("pending_owner", "S"), ("expires_ms", "N")),
+)
+FILES_TABLES = (FILES,)  # gateway.store.files_dynamodb's
+TABLES = (*MESSAGE_TABLES, *DOMAIN_TABLES, *MESSAGE_STATE_TABLES, *FILES_TABLES)  # every table
 
 
 def table_name(prefix: str, suffix: str) -> str:
@@ -223,6 +284,93 @@ async def create_tables(
                 )
 
 
+# -- the S3 bucket of uploaded files ---------------------------------------------------------
+
+BUCKET_NAME = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketSpec:
+    """One S3 bucket: what it holds, the CORS rules browsers need to use its presigned
+    URLs from a web page, and whether public access is blocked (objects are only ever
+    reached through presigned URLs)."""
+
+    role: str
+    cors: tuple[dict[str, Any], ...] = ()
+    block_public_access: bool = True
+
+
+FILES_BUCKET = BucketSpec(
+    "files",  # objects "files/<file id>" (gateway.store.blobs_s3)
+    cors=(
+        {
+            "AllowedMethods": ["PUT", "GET", "HEAD"],
+            "AllowedOrigins": ["*"],  # the presigned signature is the capability
+            "AllowedHeaders": ["*"],  # Content-Type and If-None-Match of the upload
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": 3600,
+        },
+    ),
+)
+BUCKETS = (FILES_BUCKET,)  # every bucket of the gateway (each named by configuration)
+
+
+def check_bucket_name(name: str) -> str:
+    if not BUCKET_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"S3 bucket name {name!r} must be 3-63 of a-z 0-9 . - (S3 naming rules)")
+    return name
+
+
+async def check_bucket(aws: Aws, name: str) -> list[str]:
+    """What is wrong with bucket ``name``: ``[]`` if it exists and may be used, else one
+    entry naming it (``"bucket chat-files: missing"``, ``"... access denied"``). Raises
+    :class:`gateway.aws.AwsUnavailable` if S3 cannot be asked."""
+    check_bucket_name(name)
+    try:
+        await aws.call("s3", "head_bucket", Bucket=name)
+    except AwsError as exc:
+        if exc.aws_code in ("404", "NoSuchBucket"):
+            return [f"bucket {name}: missing"]
+        if exc.aws_code in ("403", "AccessDenied"):
+            return [f"bucket {name}: access denied"]
+        raise
+    return []
+
+
+async def create_bucket(aws: Aws, name: str, spec: BucketSpec = FILES_BUCKET) -> None:
+    """Create bucket ``name`` in the bridge's region if it is missing, then apply
+    ``spec`` (public access block, CORS). For test fixtures and deployment only;
+    idempotent."""
+    if await check_bucket(aws, name):
+        params: dict[str, Any] = {"Bucket": name}
+        if aws.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+        try:
+            await aws.call("s3", "create_bucket", **params)
+        except AwsError as exc:
+            if exc.aws_code != "BucketAlreadyOwnedByYou":  # created meanwhile
+                raise
+    if spec.block_public_access:
+        await aws.call(
+            "s3",
+            "put_public_access_block",
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+    if spec.cors:
+        await aws.call(
+            "s3",
+            "put_bucket_cors",
+            Bucket=name,
+            CORSConfiguration={"CORSRules": [dict(rule) for rule in spec.cors]},
+        )
+
+
 # -- items ---------------------------------------------------------------------------------
 
 
@@ -247,7 +395,14 @@ def message_item(r: Record) -> dict[str, dict[str, str]]:
         item["thread"] = {"S": r.thread}
     if r.kind:
         item["kind"] = {"S": r.kind}
+    else:  # messages only: the search index is sparse
+        item["cs"] = {"S": channel_sender(r.channel, r.sender)}
     return item
+
+
+def channel_sender(channel: str, sender: str) -> str:
+    """The ``by_sender`` index key: unambiguous for any channel and sender."""
+    return f"{len(channel)}:{channel}{sender}"
 
 
 def item_record(item: dict[str, Any]) -> Record:

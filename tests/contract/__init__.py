@@ -75,6 +75,12 @@ class FaultyStore:
         self._read("find_cmid")
         return await self.inner.find_cmid(channel, sender, cmid)
 
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        self._read("read_by_sender")
+        return await self.inner.read_by_sender(channel, sender, before, limit)
+
     def statistics(self) -> StoreStatistics:
         return self.inner.statistics()
 

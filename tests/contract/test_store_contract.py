@@ -20,6 +20,7 @@ def rec(
     cmid: str | None = None,
     body: str | None = None,
     thread: str | None = None,
+    kind: str = "",
 ) -> Record:
     return Record(
         channel=channel,
@@ -31,6 +32,7 @@ def rec(
         body=body if body is not None else f"message {offset}",
         ts=1_700_000_000_000 + offset,
         thread=thread,
+        kind=kind,
     )
 
 
@@ -110,6 +112,7 @@ async def test_records_round_trip_every_field(store: MessageStore) -> None:
         rec("general", 1, epoch, body="", sender="bob", cmid="x"),
         rec("general", 2, epoch, body="héllo ✓ 🎉\n\"'", thread=f"{epoch}-1"),
         rec("general", 3, epoch, body="b" * 16_384),
+        rec("general", 4, epoch, body='{"id": "x"}', kind="react"),
     ]
     await store.write(records)
     assert list(await store.read("general", 0, 10)) == records
@@ -236,6 +239,25 @@ async def test_find_cmid(store: MessageStore) -> None:
     assert await store.find_cmid("general", "bob", "k1") is None  # other sender
     assert await store.find_cmid("other", "alice", "k1") is None  # other channel
     assert await store.find_cmid("general", "alice", "nope") is None
+
+
+async def test_read_by_sender_finds_an_authors_messages_newest_first(
+    store: MessageStore,
+) -> None:
+    epoch = (await store.open_log("general")).epoch
+    senders = ["alice", "bob", "alice", "alice", "bob", "alice"]
+    records = [rec("general", i + 1, epoch, sender=s) for i, s in enumerate(senders)]
+    records.append(rec("general", 7, epoch, sender="alice", kind="edit", body="{}"))
+    await store.write(records)
+    await store.write([rec("other", 1, (await store.open_log("other")).epoch, sender="alice")])
+    with trio.fail_after(10):
+        while len(found := await store.read_by_sender("general", "alice", 100, 10)) < 4:
+            await trio.sleep(0.05)  # a GSI may lag the write by a moment
+    assert [r.offset for r in found] == [6, 4, 3, 1]  # messages only, not the edit
+    assert [r.offset for r in await store.read_by_sender("general", "alice", 4, 2)] == [3, 1]
+    assert [r.offset for r in await store.read_by_sender("general", "bob", 100, 10)] == [5, 2]
+    assert await store.read_by_sender("general", "carol", 100, 10) == []
+    assert await store.read_by_sender("general", "alice", 100, 0) == []
 
 
 async def test_statistics_count_calls(store: MessageStore) -> None:

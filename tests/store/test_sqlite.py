@@ -183,3 +183,32 @@ async def test_interval_mode_checkpoints_what_was_committed(tmp_path: Path) -> N
 def test_unknown_durability_is_refused() -> None:
     with pytest.raises(ValueError, match="durability"):
         SqliteStore("x", durability="sometimes")
+
+
+async def test_a_database_from_before_message_events_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE logs (channel TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                           created_ms INTEGER NOT NULL);
+        CREATE TABLE messages (channel TEXT NOT NULL, "offset" INTEGER NOT NULL,
+            epoch TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL, cmid TEXT NOT NULL,
+            body TEXT NOT NULL, ts INTEGER NOT NULL, thread TEXT,
+            PRIMARY KEY (channel, "offset"));
+        CREATE UNIQUE INDEX messages_cmid ON messages (channel, sender, cmid);
+        INSERT INTO logs VALUES ('general', 'e0', 1);
+        INSERT INTO messages VALUES ('general', 1, 'e0', 'e0-1', 'alice', 'c1', 'old', 1, NULL);
+        """
+    )
+    conn.commit()
+    conn.close()
+    with trio.fail_after(10):
+        async with open_sqlite_store(str(path)) as store:
+            (old,) = await store.read("general", 0, 10)
+            assert (old.body, old.kind) == ("old", "")
+            await store.write([rec("general", 2, "e0")])
+            assert [r.offset for r in await store.read_by_sender("general", "alice", 9, 9)] == [
+                2,
+                1,
+            ]
