@@ -30,10 +30,38 @@ import trio
 
 from gateway.aws import Aws, RetryPolicy, open_aws
 
-__all__ = ["FAST", "FaultProxy", "Rule", "connect", "open_fault_proxy"]
+__all__ = ["FAST", "FaultProxy", "Rule", "connect", "one_request_at_a_time", "open_fault_proxy"]
 
 FAST = RetryPolicy(attempts=4, base=0.005, cap=0.05, timeout=10.0)
 """Retries for tests: the same number of tries as in production, much shorter sleeps."""
+
+
+_MOTO_TURN: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("moto_turn")
+
+
+def one_request_at_a_time(aws: Aws) -> None:
+    """Make ``aws`` send its requests to moto one at a time, with every other ``aws`` so
+    treated in this test (one lock per trio run).
+
+    DynamoDB applies each request atomically; moto's threaded server does not: a conditional
+    ``UpdateItem`` that creates an item checks its condition, validates, then writes, and
+    other threads' requests pass the same check in between (several "winners" of one
+    expected version), and a cancelled transaction restores copies of whole tables taken
+    when it began (undoing writes that landed meanwhile). One request at a time restores
+    the per-request atomicity the adapter relies on; tasks still interleave between
+    requests, so its read-decide-write races are exercised as before."""
+    try:
+        lock = _MOTO_TURN.get()
+    except LookupError:
+        lock = trio.Lock()
+        _MOTO_TURN.set(lock)
+    call = aws.call
+
+    async def one_at_a_time(service: str, operation: str, /, **params: Any) -> dict[str, Any]:
+        async with lock:
+            return await call(service, operation, **params)
+
+    aws.call = one_at_a_time  # type: ignore[method-assign]
 
 
 def connect(url: str, retry: RetryPolicy = FAST) -> AbstractAsyncContextManager[Aws]:

@@ -32,6 +32,7 @@ from gateway.store.base import MessageStore
 from gateway.store.dynamodb import open_dynamo_store
 from gateway.store.sqlite import open_sqlite_store
 from gateway.store.tables import check_tables, create_tables
+from tests.aws import one_request_at_a_time
 from tests.contract import DEADLINE, Faults, FaultyStore
 
 T = TypeVar("T")
@@ -79,6 +80,7 @@ def dynamo_prefix(site: Site) -> str:
 async def dynamodb_store(site: Site, *, moto_url: str) -> AsyncIterator[MessageStore]:
     prefix = dynamo_prefix(site)
     async with open_aws(moto_url, "us-east-1", access_key="testing", secret_key="testing") as aws:
+        one_request_at_a_time(aws)  # moto applies requests non-atomically
         if await check_tables(aws, prefix):
             await create_tables(aws, prefix)
         async with open_dynamo_store(aws, prefix) as store:

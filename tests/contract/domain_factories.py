@@ -36,7 +36,7 @@ from gateway.store.domain import MAX_PAGE, DomainStore
 from gateway.store.domain_dynamodb import open_dynamodb_domain_store
 from gateway.store.domain_sqlite import open_sqlite_domain_store
 from gateway.store.tables import DOMAIN_TABLES, check_tables, create_tables
-from tests.aws import connect
+from tests.aws import connect, one_request_at_a_time
 from tests.contract import DEADLINE
 
 CURSOR_KEY = b"contract-suite-cursor-key-0123456789"
@@ -164,6 +164,7 @@ async def dynamodb_domain(site: DomainSite, *, moto_url: str) -> AsyncIterator[D
     # Each site has its own table prefix (the table is created here, as deployment would).
     prefix = "d" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
     async with connect(moto_url) as aws:
+        one_request_at_a_time(aws)  # moto applies requests non-atomically
         if await check_tables(aws, prefix, DOMAIN_TABLES):
             await create_tables(aws, prefix, DOMAIN_TABLES)
         faults = DynamoFaults()

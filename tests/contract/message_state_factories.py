@@ -21,18 +21,17 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 import trio
 
-from gateway.aws import Aws
 from gateway.domain.errors import DomainError
 from gateway.store.message_state import MessageStateStore
 from gateway.store.message_state_dynamodb import open_dynamodb_message_state
 from gateway.store.message_state_sqlite import open_sqlite_message_state
 from gateway.store.tables import MESSAGE_STATE_TABLES, check_tables, create_tables
-from tests.aws import connect
+from tests.aws import connect, one_request_at_a_time
 from tests.contract import DEADLINE
 
 
@@ -74,34 +73,6 @@ async def sqlite_state_interval(site: StateSite) -> AsyncIterator[MessageStateSt
 
 
 # -- DynamoDB (moto's server) ----------------------------------------------------------
-
-
-_MOTO_TURN: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("moto_turn")
-
-
-def one_request_at_a_time(aws: Aws) -> None:
-    """Make ``aws`` send its requests to moto one at a time, with every other ``aws`` so
-    treated in this test (one lock per trio run).
-
-    DynamoDB applies each request atomically; moto's threaded server does not: a conditional
-    ``UpdateItem`` that creates an item checks its condition, validates, then writes, and
-    other threads' requests pass the same check in between (several "winners" of one
-    expected version), and a cancelled transaction restores copies of whole tables taken
-    when it began (undoing writes that landed meanwhile). One request at a time restores
-    the per-request atomicity the adapter relies on; tasks still interleave between
-    requests, so its read-decide-write races are exercised as before."""
-    try:
-        lock = _MOTO_TURN.get()
-    except LookupError:
-        lock = trio.Lock()
-        _MOTO_TURN.set(lock)
-    call = aws.call
-
-    async def one_at_a_time(service: str, operation: str, /, **params: Any) -> dict[str, Any]:
-        async with lock:
-            return await call(service, operation, **params)
-
-    aws.call = one_at_a_time  # type: ignore[method-assign]
 
 
 @asynccontextmanager
