@@ -8,6 +8,13 @@ Typical use::
         async for event in client.events():
             if isinstance(event, MessageEvent):
                 print(event.sender, event.body)
+            elif isinstance(event, MessageUpdated):
+                print(event.id, "is now", event.body)
+
+Messages and the changes to them (edits, deletes, reactions, thread summaries, member and
+channel events) are all entries of the channel's log (:data:`LogEvent`): each is delivered
+once, in order, across reconnects. Thread replies live in their own log: subscribe to
+``thread_of(ack_or_event)`` to receive them.
 
 See :mod:`gateway.client.sdk` for the delivery guarantees and the backpressure policy.
 """
@@ -18,21 +25,32 @@ from gateway.client._events import (
     ClientStatistics,
     Disconnected,
     Event,
+    LogEvent,
     Reconnected,
 )
+from gateway.client._threads import thread_channel, thread_of
 from gateway.client.sdk import Client, TokenSource, open_client
 from gateway.model import Position
 from gateway.protocol.frames import (
     Ack,
+    ChannelEvent,
+    ChannelInfo,
+    MemberEvent,
+    MessageDeleted,
     MessageEvent,
+    MessageUpdated,
     PresenceEvent,
+    ReactionEvent,
     Subscribed,
+    ThreadEvent,
     TypingEvent,
     Unsubscribed,
 )
 
 __all__ = [
     "Ack",
+    "ChannelEvent",
+    "ChannelInfo",
     "ChannelReset",
     "Client",
     "ClientError",
@@ -40,15 +58,23 @@ __all__ = [
     "ConnectionClosed",
     "Disconnected",
     "Event",
+    "LogEvent",
+    "MemberEvent",
+    "MessageDeleted",
     "MessageEvent",
+    "MessageUpdated",
     "Position",
     "PresenceEvent",
     "PublishError",
+    "ReactionEvent",
     "Reconnected",
     "SubscribeError",
     "Subscribed",
+    "ThreadEvent",
     "TokenSource",
     "TypingEvent",
     "Unsubscribed",
     "open_client",
+    "thread_channel",
+    "thread_of",
 ]

@@ -1,8 +1,8 @@
 """One live connection: its outgoing queues, its single writer task and its heartbeat.
 
-Everything that must survive a reconnect (subscriptions, positions, unacked publishes)
-lives in :class:`~gateway.client._state.State`; a :class:`Conn` only holds what is sent
-on one socket, and is thrown away with it.
+Everything that must survive a reconnect (subscriptions, positions, unacked publishes,
+edits, deletes and reactions) lives in :class:`~gateway.client._state.State`; a
+:class:`Conn` only holds what is sent on one socket, and is thrown away with it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class Conn:
     There is one writer path: API calls and the reader only append to :attr:`control` or
     :attr:`pub_queue` and wake the writer task, which is the only task that writes to the
     socket. Frames are paced by a token bucket mirroring the limits announced in
-    ``hello``, so the server's rate limit is not hit in normal operation. A publish whose
-    channel is being (re)subscribed is held until the ``subscribed`` frame arrives.
+    ``hello``, so the server's rate limit is not hit in normal operation. A publish (edit,
+    delete, react) whose channel is being (re)subscribed is held until the ``subscribed``
+    frame arrives.
     """
 
     __slots__ = (

@@ -32,9 +32,10 @@ class ConnectionClosed(ClientError):
 
 
 class PublishError(ClientError):
-    """The server refused a publish (an ``error`` frame whose ``ref`` is the ``cmid``).
+    """The server refused a publish, edit, delete or react (an ``error`` frame whose
+    ``ref`` is the ``cmid``).
 
-    ``retryable`` is the server's word on whether sending the same message again later can
+    ``retryable`` is the server's word on whether sending the same frame again later can
     succeed (``rate_limited``, ``unavailable``, ``internal``); reusing the same ``cmid`` for
     the retry keeps it idempotent.
     """

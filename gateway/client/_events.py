@@ -10,15 +10,51 @@ from typing import TypeAlias
 import trio
 
 from gateway.model import Position
-from gateway.protocol.frames import MessageEvent, PresenceEvent, TypingEvent, Unsubscribed
+from gateway.protocol.frames import (
+    ChannelEvent,
+    MemberEvent,
+    MessageDeleted,
+    MessageEvent,
+    MessageUpdated,
+    PresenceEvent,
+    ReactionEvent,
+    ThreadEvent,
+    TypingEvent,
+    Unsubscribed,
+)
 
 __all__ = [
+    "LOG_EVENT_TYPES",
     "ChannelReset",
     "ClientStatistics",
     "Disconnected",
     "Event",
+    "LogEvent",
     "Reconnected",
 ]
+
+LogEvent: TypeAlias = (
+    MessageEvent
+    | MessageUpdated
+    | MessageDeleted
+    | ReactionEvent
+    | ThreadEvent
+    | MemberEvent
+    | ChannelEvent
+)
+"""An entry of a channel's log: a message or a change (protocol section 18). Each has its
+own ``offset`` in the log (offsets count every entry) and is delivered exactly once, in
+log order, across reconnects."""
+
+LOG_EVENT_TYPES: tuple[type[LogEvent], ...] = (
+    MessageEvent,
+    MessageUpdated,
+    MessageDeleted,
+    ReactionEvent,
+    ThreadEvent,
+    MemberEvent,
+    ChannelEvent,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,7 +75,8 @@ class Disconnected:
 class Reconnected:
     """Notice: a new connection is ready and resumed the channels in ``resumed``.
 
-    The missed messages of each channel follow (exactly once, before live ones).
+    The missed messages and other log events of each channel follow (exactly once, before
+    live ones).
     ``attempts`` is how many connection attempts it took.
     """
 
@@ -53,7 +90,7 @@ class ChannelReset:
     """Notice: a channel could not be continued seamlessly from ``previous``.
 
     ``reset``: the log was lost and recreated (new epoch); the client's view of the channel
-    is stale and ``position`` is the new place. ``truncated``: more messages were missed
+    is stale and ``position`` is the new place. ``truncated``: more log entries were missed
     than the server replays; fetch the gap between ``previous`` and ``position`` over REST.
     """
 
@@ -65,7 +102,7 @@ class ChannelReset:
 
 
 Event: TypeAlias = (
-    MessageEvent
+    LogEvent
     | TypingEvent
     | PresenceEvent
     | Unsubscribed
@@ -73,7 +110,8 @@ Event: TypeAlias = (
     | Disconnected
     | Reconnected
 )
-"""Everything :meth:`Client.events` yields. ``Unsubscribed`` is delivered when the server
+"""Everything :meth:`Client.events` yields: log events (:data:`LogEvent`), typing, presence
+and the notices. ``Unsubscribed`` is delivered when the server
 ends a subscription on its own (``forbidden``, or ``restart``, which the SDK already handles
 by resubscribing from the last position)."""
 
@@ -87,11 +125,12 @@ class ClientStatistics:
     connects: int  # connections that reached ``ready``
     connect_failures: int  # attempts that did not
     subscriptions: int
-    pending_publishes: int  # publishes not yet acked or refused
+    pending_publishes: int  # publishes, edits, deletes and reactions not yet answered
     events_buffered: int
     events_capacity: int
     reader_blocked: bool  # the buffer is full: the SDK stopped reading the socket
-    messages_delivered: int
+    messages_delivered: int  # ``message`` events put in the buffer
+    changes_delivered: int  # the other log events (edits, deletes, reactions, ...)
     duplicates_dropped: int
     ephemeral_dropped: int  # typing events/frames dropped because a buffer was full
     notices_dropped: int
@@ -99,7 +138,7 @@ class ClientStatistics:
     frames_received: int
     bytes_sent: int
     bytes_received: int
-    publishes_sent: int  # including re-sends
+    publishes_sent: int  # publish, edit, delete and react frames, including re-sends
     publishes_resent: int  # re-sent after a reconnect or a dropped frame
     decode_errors: int
     last_close_code: int | None
@@ -109,7 +148,7 @@ class ClientStatistics:
 class EventQueue:
     """A bounded FIFO of events with one policy per kind of event.
 
-    Messages wait for room (:meth:`put`): the SDK's reader stops, so the socket stops being
+    Log events wait for room (:meth:`put`): the SDK's reader stops, so the socket stops being
     read (TCP backpressure). Notices (:meth:`put_notice`) never wait, and may exceed the
     bound by ``slack`` so a consumer always learns about disconnects; past that they are
     dropped. Ephemeral events use :meth:`put_nowait` and are dropped when it is full.

@@ -1,7 +1,8 @@
 """Client state that survives reconnects, and what each server frame does to it.
 
-The reader task feeds every decoded frame to :meth:`State.dispatch`. Only message events
-may wait (for room in the event buffer); everything else is handled without blocking.
+The reader task feeds every decoded frame to :meth:`State.dispatch`. Only log events
+(messages, and the changes that are entries of a log too) may wait for room in the event
+buffer; everything else is handled without blocking.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import trio
 
 from gateway.client._conn import CloseInfo, Conn
 from gateway.client._errors import ConnectionClosed, PublishError, SubscribeError
-from gateway.client._events import ChannelReset, Disconnected, Event, EventQueue, Reconnected
+from gateway.client._events import (
+    LOG_EVENT_TYPES,
+    ChannelReset,
+    Disconnected,
+    Event,
+    EventQueue,
+    LogEvent,
+    Reconnected,
+)
 from gateway.client._util import Waiter
 from gateway.errors import ErrorCode
 from gateway.model import Position
@@ -44,14 +53,19 @@ class Sub:
 
 
 class Pending:
-    """One publish not yet acked or refused; re-sent with the same ``cmid`` after a
-    reconnect. ``sent_gen``: generation it was last written on (-1: never written)."""
+    """One publish, edit, delete or react not yet acked or refused; re-sent with the same
+    ``cmid`` after a reconnect. ``channel`` is the frame's (the subscription it needs);
+    ``ack_channel`` the log its ack names (a thread reply's is the thread's log).
+    ``sent_gen``: generation it was last written on (-1: never written)."""
 
-    __slots__ = ("channel", "cmid", "data", "done", "sent_gen", "waiter")
+    __slots__ = ("ack_channel", "channel", "cmid", "data", "done", "sent_gen", "waiter")
 
-    def __init__(self, cmid: str, channel: str, data: bytes | str) -> None:
+    def __init__(
+        self, cmid: str, channel: str, data: bytes | str, ack_channel: str | None = None
+    ) -> None:
         self.cmid = cmid
         self.channel = channel
+        self.ack_channel = channel if ack_channel is None else ack_channel
         self.data = data
         self.waiter: Waiter[f.Ack] = Waiter()
         self.sent_gen = -1
@@ -63,6 +77,7 @@ class Counters:
     connects: int = 0
     connect_failures: int = 0
     messages_delivered: int = 0
+    changes_delivered: int = 0
     duplicates_dropped: int = 0
     ephemeral_dropped: int = 0
     notices_dropped: int = 0
@@ -84,7 +99,7 @@ class State:
         self.session: str | None = None
         self.subs: dict[str, Sub] = {}
         self.positions: dict[str, Position] = {}
-        self.pending: dict[str, Pending] = {}  # by cmid, in publish order
+        self.pending: dict[str, Pending] = {}  # by cmid, in call order
         self.pings: dict[int, Waiter[None]] = {}
         self.unsub_waiters: dict[str, list[Waiter[None]]] = {}
         self.events = EventQueue(max_events)
@@ -216,8 +231,8 @@ class State:
     # ------------------------------------------------------------------ dispatch
 
     async def dispatch(self, conn: Conn, frame: f.ServerFrame) -> None:
-        if isinstance(frame, f.MessageEvent):
-            await self._on_message(conn, frame)
+        if isinstance(frame, LOG_EVENT_TYPES):
+            await self._on_entry(conn, frame)
         elif isinstance(frame, f.Ack):
             self._on_ack(frame)
         elif isinstance(frame, f.Subscribed):
@@ -238,7 +253,9 @@ class State:
             self._on_error(conn, frame)
         # hello / ready after the handshake carry nothing new: ignored
 
-    async def _on_message(self, conn: Conn, ev: f.MessageEvent) -> None:
+    async def _on_entry(self, conn: Conn, ev: LogEvent) -> None:
+        """A log entry (message or change): deliver it once, in order, and advance the
+        channel's position past it, so a resume continues after it."""
         sub = self.subs.get(ev.channel)
         if sub is None:
             return  # unsubscribed meanwhile
@@ -260,11 +277,14 @@ class State:
             await self.events.put(ev)
         if self.subs.get(ev.channel) is sub:
             self.positions[ev.channel] = new
-        self.counters.messages_delivered += 1
+        if isinstance(ev, f.MessageEvent):
+            self.counters.messages_delivered += 1
+        else:
+            self.counters.changes_delivered += 1
 
     def _on_ack(self, ack: f.Ack) -> None:
         p = self.pending.get(ack.cmid)
-        if p is not None and p.channel == ack.channel:
+        if p is not None and p.ack_channel == ack.channel:
             p.done = True
             p.waiter.set(ack)
 

@@ -16,6 +16,7 @@ __all__ = [
     "backoff_delay",
     "check_body",
     "check_channel",
+    "check_cmid",
     "check_id",
     "raise_single",
 ]
@@ -80,6 +81,12 @@ def check_body(body: str) -> None:
 def check_id(name: str, value: str, max_length: int) -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= max_length:
         raise ValueError(f"{name} must be a str of 1 to {max_length} characters")
+
+
+def check_cmid(cmid: str) -> None:
+    check_id("cmid", cmid, 64)
+    if cmid.startswith("~"):
+        raise ValueError("cmid must not start with '~' (reserved for the server)")
 
 
 def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:

@@ -1,7 +1,9 @@
 """``gateway chat``: a line-oriented terminal chat client built on the SDK.
 
-It subscribes to one channel, prints what arrives on it (live messages only: no history)
-as ``[#channel offset] sender: body``, and publishes each line read from stdin. ``/quit``
+It subscribes to one channel, prints what arrives on it (live entries only: no history),
+a message as ``[#channel offset] sender: body`` and a change (edit, delete, reaction,
+thread reply, member, channel update) as one readable line in the same form, and
+publishes each line read from stdin. ``/quit``
 or end of input leaves. Reconnects are handled by the SDK and shown as ``* ...`` lines.
 """
 
@@ -17,11 +19,26 @@ from typing import TextIO
 import trio
 
 from gateway.client._errors import ClientError, ConnectionClosed, PublishError
-from gateway.client._events import ChannelReset, Disconnected, Reconnected
+from gateway.client._events import (
+    LOG_EVENT_TYPES,
+    ChannelReset,
+    Disconnected,
+    LogEvent,
+    Reconnected,
+)
 from gateway.client.sdk import Client, open_client
-from gateway.protocol.frames import MessageEvent, TypingEvent, Unsubscribed
+from gateway.protocol.frames import (
+    MemberEvent,
+    MessageDeleted,
+    MessageEvent,
+    MessageUpdated,
+    ReactionEvent,
+    ThreadEvent,
+    TypingEvent,
+    Unsubscribed,
+)
 
-__all__ = ["chat", "configure_parser", "format_message", "run"]
+__all__ = ["chat", "configure_parser", "format_event", "format_message", "run"]
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 
@@ -81,6 +98,36 @@ def format_message(event: MessageEvent) -> str:
     return f"[#{event.channel} {event.offset}] {event.sender}: {event.body}"
 
 
+def format_event(event: LogEvent) -> str:
+    """One log entry on one line, ``[#channel offset] ...``: a message as
+    :func:`format_message`, a change as what happened (messages named by ``id``)."""
+    if isinstance(event, MessageEvent):
+        return format_message(event)
+    head = f"[#{event.channel} {event.offset}]"
+    if isinstance(event, MessageUpdated):
+        return f"{head} {event.by} edited {event.id} (v{event.version}): {event.body}"
+    if isinstance(event, MessageDeleted):
+        return f"{head} {event.by} deleted {event.id}"
+    if isinstance(event, ReactionEvent):
+        sign = "+" if event.added else "-"
+        return f"{head} {event.user} reacted {sign}{event.emoji} on {event.id} ({event.count})"
+    if isinstance(event, ThreadEvent):
+        replies = "1 reply" if event.replies == 1 else f"{event.replies} replies"
+        return f"{head} {event.user} replied in the thread of {event.id} ({replies})"
+    if isinstance(event, MemberEvent):
+        verb = "joined" if event.joined else "left"
+        text = f"{head} {event.user} {verb}"
+        if event.by != event.user:
+            text = f"{head} {event.user} was {'added' if event.joined else 'removed'} by {event.by}"
+        return f"{text} as {event.role}" if event.role and event.joined else text
+    info = event.info
+    details = [f"topic {info.topic!r}"] if info.topic else []
+    if info.archived:
+        details.append("archived")
+    suffix = f": {', '.join(details)}" if details else ""
+    return f"{head} {event.by} {event.what} #{info.name} ({info.id}){suffix}"
+
+
 async def chat(
     url: str,
     token: str,
@@ -132,8 +179,8 @@ async def _print_events(
     client: Client, out: TextIO, ended: list[Disconnected], scope: trio.CancelScope
 ) -> None:
     async for event in client.events():
-        if isinstance(event, MessageEvent):
-            _say(out, format_message(event))
+        if isinstance(event, LOG_EVENT_TYPES):
+            _say(out, format_event(event))
         elif isinstance(event, TypingEvent):
             _say(out, f"* {event.user} is typing in #{event.channel}")
         elif isinstance(event, Disconnected):

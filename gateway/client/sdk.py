@@ -8,18 +8,21 @@ socket, :mod:`gateway.client._conn`) and a heartbeat. When the connection ends i
 from the close code, whether to reconnect (full-jitter exponential backoff) or to stop for
 good. State that survives reconnects lives in :mod:`gateway.client._state`.
 
-Delivery guarantees, per subscribed channel: no duplicates (a message whose offset is at
-or before the last one delivered is dropped) and no gaps (the resume or resubscribe sends
-the last delivered position, and the server replays what came after it). When the server
-cannot replay (another epoch, or more missed than it replays) a :class:`ChannelReset`
-notice says so. Unacked publishes are re-sent with the same ``cmid`` after a reconnect;
-the server deduplicates them, so a publish is never stored twice.
+Delivery guarantees, per subscribed channel, for every entry of its log (messages and the
+change events: ``message_updated``, ``message_deleted``, ``reaction``, ``thread``,
+``member``, ``channel``; offsets count them all): no duplicates (an entry whose offset is
+at or before the last one delivered is dropped) and no gaps (the resume or resubscribe
+sends the last delivered position, and the server replays what came after it). When the
+server cannot replay (another epoch, or more missed than it replays) a
+:class:`ChannelReset` notice says so. Unacked publishes, edits, deletes and reactions are
+re-sent with the same ``cmid`` after a reconnect; the server deduplicates them, so none is
+applied twice.
 
 Backpressure policy: :meth:`Client.events` is fed by a bounded buffer (``max_events``,
 default 10,000). When it is full the reader stops reading the socket until the
 application consumes: nothing is dropped by the SDK, TCP backpressure reaches the server,
 and the server may then shed the connection with 4101 ("slow consumer"); the SDK then
-reconnects and resumes from the last message it buffered, so still nothing is lost.
+reconnects and resumes from the last entry it buffered, so still nothing is lost.
 Acks and pongs queue behind unconsumed messages meanwhile, so an application that
 publishes must also consume :meth:`Client.events` (or unsubscribe from what it does not
 read). Typing events are ephemeral and dropped when the buffer is full.
@@ -27,6 +30,7 @@ read). Typing events are ephemeral and dropped when the buffer is full.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import ssl
 import uuid
@@ -40,7 +44,15 @@ from gateway.client._connector import Connector, TokenSource
 from gateway.client._errors import PublishError, SubscribeError
 from gateway.client._events import ClientStatistics, Event, EventStream
 from gateway.client._state import Lost, Pending, State, Sub
-from gateway.client._util import Waiter, check_body, check_channel, check_id, raise_single
+from gateway.client._threads import message_offset, thread_channel
+from gateway.client._util import (
+    Waiter,
+    check_body,
+    check_channel,
+    check_cmid,
+    check_id,
+    raise_single,
+)
 from gateway.model import Position
 from gateway.protocol import frames as f
 from gateway.protocol.codec import JSON, MSGPACK
@@ -48,6 +60,9 @@ from gateway.protocol.codec import JSON, MSGPACK
 __all__ = ["Client", "TokenSource", "open_client"]
 
 MAX_NONCE = 2**53
+MAX_MESSAGE_ID = 96
+MAX_EMOJI = 64
+MAX_VERSION = 2**31
 
 
 class Client:
@@ -106,16 +121,17 @@ class Client:
 
     @property
     def positions(self) -> Mapping[str, Position]:
-        """Last position per subscribed channel: the last message delivered to the event
-        buffer, or the log head the subscription went live at. Read-only live view."""
+        """Last position per subscribed channel: the last log entry (message or change)
+        delivered to the event buffer, or the log head the subscription went live at.
+        Read-only live view."""
         return MappingProxyType(self._state.positions)
 
     async def subscribe(self, channel: str, since: Position | None = None) -> f.Subscribed:
         """Subscribe to ``channel`` and wait until the server confirms it.
 
-        With ``since``, the messages after that position are replayed (into
+        With ``since``, the log entries after that position are replayed (into
         :meth:`events`) before live ones; ``since`` also becomes the client's position, so
-        an older one re-delivers messages already seen. Subscribing again to a subscribed
+        an older one re-delivers entries already seen. Subscribing again to a subscribed
         channel without ``since`` continues from the current position. The subscription
         is kept across reconnects until :meth:`unsubscribe`. Cancelling this call does not
         undo the subscription.
@@ -180,45 +196,97 @@ class Client:
         ``cmid`` is the idempotency key (default: a random uuid4 hex). The publish
         survives reconnects: until acked it is re-sent with the same ``cmid``, and the
         server never stores it twice (a re-send is acked with ``duplicate=True``). At most
-        ``max_pending`` publishes are in flight; more calls wait for a slot. Publishes
-        awaited one after another keep their order. Cancelling the call after the frame
-        was written does not take it back.
+        ``max_pending`` publishes (edits, deletes, reactions) are in flight; more calls
+        wait for a slot. Calls awaited one after another keep their order. Cancelling the
+        call after the frame was written does not take it back.
+
+        With ``thread`` (the ``id`` of a message of ``channel``) the publish is a reply in
+        that message's thread: it is stored in the thread's log, which the ack names
+        (``ack.channel``, see :func:`thread_channel` and :func:`thread_of`); subscribe to
+        that log to receive the replies. ``channel`` itself gets a ``thread`` event.
 
         Raises :class:`PublishError` if the server refuses it, :class:`ValueError` for a
         malformed argument, :class:`ConnectionClosed` if the client stopped for good.
         """
         check_channel(channel)
         check_body(body)
-        if cmid is None:
-            cmid = uuid.uuid4().hex
-        check_id("cmid", cmid, 64)
+        cmid = self._cmid(cmid)
+        ack_channel = channel
         if thread is not None:
-            check_id("thread", thread, 96)
-        st = self._state
-        st.check_open()
-        limits = st.limits
-        if limits is not None and len(body.encode()) > limits.max_body_bytes:
-            raise PublishError(
-                "too_large",
-                f"body over {limits.max_body_bytes} bytes",
-                channel=channel,
-                cmid=cmid,
-            )
-        async with self._slots:
-            st.check_open()
-            if cmid in st.pending:
-                raise ValueError(f"a publish with cmid {cmid!r} is already in flight")
-            frame = f.Publish(channel=channel, cmid=cmid, body=body, thread=thread)
-            p = Pending(cmid, channel, st.encode(frame))
-            st.pending[cmid] = p
-            if st.conn is not None:
-                st.conn.queue_publish(p)
-            try:
-                return await p.waiter.wait()
-            finally:
-                p.done = True
-                if st.pending.get(cmid) is p:
-                    del st.pending[cmid]
+            check_id("thread", thread, MAX_MESSAGE_ID)
+            # (a malformed parent is refused by the server: not_found or invalid_field)
+            with contextlib.suppress(ValueError):
+                ack_channel = thread_channel(channel, message_offset(thread))
+        self._check_body_limit(channel, cmid, body)
+        frame = f.Publish(channel=channel, cmid=cmid, body=body, thread=thread)
+        return await self._call(frame, ack_channel)
+
+    async def edit(
+        self,
+        channel: str,
+        message_id: str,
+        body: str,
+        *,
+        version: int,
+        cmid: str | None = None,
+    ) -> f.Ack:
+        """Replace the body of one's own message ``message_id`` of ``channel`` and wait
+        for the ack; ``ack.version`` is the message's new version.
+
+        ``version`` is the version last seen (1 as posted, then
+        ``MessageUpdated.version``): if the message changed since, the server refuses
+        with ``stale_version``. ``cmid``, re-sends, slots and cancellation work as for
+        :meth:`publish`: an edit re-sent after a reconnect is applied once (its re-send
+        is acked with ``duplicate=True``). Every subscriber, this client too, then gets a
+        :class:`MessageUpdated`. A thread reply is edited on the thread's log.
+
+        Raises :class:`PublishError` if the server refuses it (``forbidden``,
+        ``not_found``, ``stale_version``, ``conflict`` for a deleted message...),
+        :class:`ValueError` for a malformed argument, :class:`ConnectionClosed` if the
+        client stopped for good.
+        """
+        check_channel(channel)
+        check_id("message_id", message_id, MAX_MESSAGE_ID)
+        check_body(body)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError("version must be an int")
+        if not 1 <= version <= MAX_VERSION:
+            raise ValueError(f"version must be 1 to {MAX_VERSION}")
+        cmid = self._cmid(cmid)
+        self._check_body_limit(channel, cmid, body)
+        frame = f.Edit(channel=channel, id=message_id, cmid=cmid, body=body, version=version)
+        return await self._call(frame, channel)
+
+    async def delete(self, channel: str, message_id: str, *, cmid: str | None = None) -> f.Ack:
+        """Delete message ``message_id`` of ``channel`` (one's own, or as a workspace
+        owner or admin) and wait for the ack; the message becomes a tombstone and every
+        subscriber gets a :class:`MessageDeleted`. Works like :meth:`edit` otherwise."""
+        check_channel(channel)
+        check_id("message_id", message_id, MAX_MESSAGE_ID)
+        cmid = self._cmid(cmid)
+        return await self._call(f.Delete(channel=channel, id=message_id, cmid=cmid), channel)
+
+    async def react(
+        self,
+        channel: str,
+        message_id: str,
+        emoji: str,
+        *,
+        add: bool = True,
+        cmid: str | None = None,
+    ) -> f.Ack:
+        """Add (``add=True``) or remove this user's ``emoji`` reaction on message
+        ``message_id`` of ``channel`` and wait for the ack; every subscriber gets a
+        :class:`ReactionEvent` with the new count. Idempotent: adding twice is one
+        reaction. Works like :meth:`edit` otherwise."""
+        check_channel(channel)
+        check_id("message_id", message_id, MAX_MESSAGE_ID)
+        check_id("emoji", emoji, MAX_EMOJI)
+        if not isinstance(add, bool):
+            raise ValueError("add must be a bool")
+        cmid = self._cmid(cmid)
+        frame = f.React(channel=channel, id=message_id, cmid=cmid, emoji=emoji, add=add)
+        return await self._call(frame, channel)
 
     async def typing(self, channel: str) -> None:
         """Tell the other subscribers of ``channel`` this user is typing.
@@ -291,9 +359,13 @@ class Client:
             return trio.current_time() - start
 
     def events(self) -> AsyncIterator[Event]:
-        """Iterate over received events: :class:`MessageEvent`, :class:`TypingEvent`,
-        :class:`Unsubscribed` (ended by the server) and the notices :class:`Disconnected`,
-        :class:`Reconnected`, :class:`ChannelReset`.
+        """Iterate over received events: the log events of subscribed channels
+        (:class:`MessageEvent`, :class:`MessageUpdated`, :class:`MessageDeleted`,
+        :class:`ReactionEvent`, :class:`ThreadEvent`, :class:`MemberEvent`,
+        :class:`ChannelEvent`: each exactly once, in log order per channel),
+        :class:`TypingEvent`, :class:`PresenceEvent`, :class:`Unsubscribed` (ended by the
+        server) and the notices :class:`Disconnected`, :class:`Reconnected`,
+        :class:`ChannelReset`.
 
         All iterators share one buffer (use one consumer). The iteration ends after the
         client stops for good (after a final ``Disconnected(will_reconnect=False)`` if the
@@ -318,6 +390,7 @@ class Client:
             events_capacity=st.events.maxsize,
             reader_blocked=conn is not None and conn.reader_blocked,
             messages_delivered=c.messages_delivered,
+            changes_delivered=c.changes_delivered,
             duplicates_dropped=c.duplicates_dropped,
             ephemeral_dropped=c.ephemeral_dropped,
             notices_dropped=c.notices_dropped,
@@ -331,6 +404,49 @@ class Client:
             last_close_code=None if last is None else last.code,
             last_close_reason=None if last is None else last.reason,
         )
+
+    # ================================================================ internals
+
+    @staticmethod
+    def _cmid(cmid: str | None) -> str:
+        if cmid is None:
+            return uuid.uuid4().hex
+        check_cmid(cmid)
+        return cmid
+
+    def _check_body_limit(self, channel: str, cmid: str, body: str) -> None:
+        self._state.check_open()
+        limits = self._state.limits
+        if limits is not None and len(body.encode()) > limits.max_body_bytes:
+            raise PublishError(
+                "too_large",
+                f"body over {limits.max_body_bytes} bytes",
+                channel=channel,
+                cmid=cmid,
+            )
+
+    async def _call(
+        self, frame: f.Publish | f.Edit | f.Delete | f.React, ack_channel: str
+    ) -> f.Ack:
+        """Send a frame the server acks by ``cmid`` and wait for its ack (or refusal),
+        re-sending it with the same ``cmid`` on every new connection until answered."""
+        st = self._state
+        st.check_open()
+        cmid = frame.cmid
+        async with self._slots:
+            st.check_open()
+            if cmid in st.pending:
+                raise ValueError(f"a call with cmid {cmid!r} is already in flight")
+            p = Pending(cmid, frame.channel, st.encode(frame), ack_channel)
+            st.pending[cmid] = p
+            if st.conn is not None:
+                st.conn.queue_publish(p)
+            try:
+                return await p.waiter.wait()
+            finally:
+                p.done = True
+                if st.pending.get(cmid) is p:
+                    del st.pending[cmid]
 
 
 @asynccontextmanager
@@ -367,9 +483,10 @@ async def open_client(
     refusals count as resumable, other HTTP refusals stop with code 1002).
     ``reconnect=False`` stops at the first loss instead.
 
-    ``max_pending`` bounds publishes in flight; ``max_events`` bounds the event buffer
-    (see the module docstring for the backpressure policy). Leaving the block closes the
-    connection with code 1000 (or drops it at once if the block is being cancelled).
+    ``max_pending`` bounds publishes (edits, deletes, reactions) in flight;
+    ``max_events`` bounds the event buffer (see the module docstring for the backpressure
+    policy). Leaving the block closes the connection with code 1000 (or drops it at once
+    if the block is being cancelled).
     """
     client = Client(
         url,

@@ -1,7 +1,9 @@
 """A small in-memory stand-in for the gateway, speaking protocol v1 over trio-websocket.
 
-It is the SDK's test double: one process, no store, one log per channel. Tokens are
-``tok:<user>``; anything else is refused with close 4001. Knobs let a test drop, delay or
+It is the SDK's test double: one process, no store, one log per channel holding messages
+and change events (edits, deletes, reactions, thread summaries; thread replies in the
+thread's log ``<channel>:t<offset>``). Tokens are ``tok:<user>``; anything else is
+refused with close 4001. Knobs let a test drop, delay or
 break things the way the real server (or the network) can.
 """
 
@@ -11,9 +13,11 @@ import contextlib
 import itertools
 from collections.abc import Callable
 
+import msgspec
 import trio
 import trio_websocket
 
+from gateway.client import LogEvent
 from gateway.errors import CloseCode, ErrorCode
 from gateway.model import Position
 from gateway.protocol import frames as f
@@ -60,7 +64,10 @@ class FakeGateway:
     def __init__(self, *, heartbeat_ms: int = 25_000, limits: f.LimitsInfo = LIMITS) -> None:
         self.heartbeat_ms = heartbeat_ms
         self.limits = limits
-        self.logs: dict[str, list[f.MessageEvent]] = {}
+        self.logs: dict[str, list[LogEvent]] = {}
+        self.versions: dict[tuple[str, str], int] = {}  # (channel, message id) -> version
+        self.reactions: dict[tuple[str, str, str], set[str]] = {}  # (channel, id, emoji)
+        self.changes: dict[tuple[str, str, str], tuple[LogEvent, int]] = {}  # (user, ch, cmid)
         self.epochs: dict[str, str] = {}
         self.conns: list[FakeConn] = []
         self.received: list[tuple[FakeConn, f.ClientFrame]] = []
@@ -69,8 +76,8 @@ class FakeGateway:
         # knobs
         self.reject_next = 0  # refuse this many handshakes with HTTP 503
         self.ignore_pings = False  # never answer application pings
-        self.drop_publishes = 0  # swallow this many publishes (no store, no answer)
-        self.store_without_ack = 0  # store this many publishes but send no ack
+        self.drop_publishes = 0  # swallow this many publishes/changes (no store, no answer)
+        self.store_without_ack = 0  # store this many publishes/changes but send no ack
         self.rate_drop_publishes = 0  # drop this many with a ref-less rate_limited error
         self.rate_nack_publishes = 0  # refuse this many with rate_limited naming the cmid
         self.reject_status = 503
@@ -109,6 +116,21 @@ class FakeGateway:
         """Store a message as if someone published it, and fan it out."""
         cmid = f"srv-{len(self.logs.get(channel, []))}"
         return await self._store(channel, sender, cmid, body, None)
+
+    async def append_entry(self, event: LogEvent) -> LogEvent:
+        """Store any log event at the next offset of its channel, and fan it out."""
+        log = self.logs.setdefault(event.channel, [])
+        epoch = self.epochs.setdefault(event.channel, "e1")
+        entry = msgspec.structs.replace(event, offset=len(log) + 1, epoch=epoch)
+        log.append(entry)
+        for other in self.live():
+            if event.channel in other.subs:
+                await other.send(entry)
+        self._notify()
+        return entry
+
+    def messages(self, channel: str) -> list[f.MessageEvent]:
+        return [m for m in self.logs.get(channel, []) if isinstance(m, f.MessageEvent)]
 
     def new_epoch(self, channel: str, epoch: str) -> None:
         self.epochs[channel] = epoch
@@ -170,7 +192,7 @@ class FakeGateway:
         elif isinstance(frame, f.Unsubscribe):
             conn.subs.discard(frame.channel)
             await conn.send(f.Unsubscribed(channel=frame.channel))
-        elif isinstance(frame, f.Publish):
+        elif isinstance(frame, f.Publish | f.Edit | f.Delete | f.React):
             await self._publish(conn, frame)
         elif isinstance(frame, f.Typing):
             for other in self.live():
@@ -187,7 +209,7 @@ class FakeGateway:
             log = self.logs.setdefault(channel, [])
             epoch = self.epochs.setdefault(channel, "e1")
             reset = since is not None and since.epoch != epoch
-            replay: list[f.MessageEvent] = []
+            replay: list[LogEvent] = []
             if since is not None and not reset:
                 replay = log[max(0, since.offset - self.replay_overlap) :]
             head = len(log)
@@ -201,7 +223,9 @@ class FakeGateway:
             )
         self._notify()
 
-    async def _publish(self, conn: FakeConn, frame: f.Publish) -> None:
+    async def _publish(
+        self, conn: FakeConn, frame: f.Publish | f.Edit | f.Delete | f.React
+    ) -> None:
         if frame.channel not in conn.subs:
             await conn.send(
                 f.Error(
@@ -233,19 +257,116 @@ class FakeGateway:
                 )
             )
             return
-        log = self.logs.setdefault(frame.channel, [])
-        for message in log:
+        if not isinstance(frame, f.Publish):
+            await self._change(conn, frame)
+            return
+        channel = frame.channel
+        parent: f.MessageEvent | None = None
+        if frame.thread is not None:
+            parent = self._message(channel, frame.thread)
+            if parent is None:
+                await self._refuse(conn, frame, ErrorCode.NOT_FOUND)
+                return
+            channel = f"{channel}:t{parent.offset}"
+        for message in self.messages(channel):
             if message.cmid == frame.cmid and message.sender == conn.user:
                 await conn.send(_ack(message, duplicate=True))
                 return
         message = await self._store(
-            frame.channel, conn.user or "", frame.cmid, frame.body, frame.thread, notify=False
+            channel, conn.user or "", frame.cmid, frame.body, frame.thread, notify=False
         )
+        if parent is not None:
+            replies = self.messages(channel)
+            await self.append_entry(
+                f.ThreadEvent(
+                    channel=frame.channel,
+                    offset=0,
+                    epoch="",
+                    id=parent.id,
+                    user=message.sender,
+                    replies=len(replies),
+                    last_reply_ms=message.ts,
+                    participants=list(dict.fromkeys(m.sender for m in replies)),
+                    ts=message.ts,
+                )
+            )
         if self.store_without_ack > 0:
             self.store_without_ack -= 1
         else:
             await conn.send(_ack(message, duplicate=False))
         self._notify()
+
+    def _message(self, channel: str, message_id: str) -> f.MessageEvent | None:
+        for message in self.messages(channel):
+            if message.id == message_id:
+                return message
+        return None
+
+    async def _refuse(
+        self, conn: FakeConn, frame: f.Publish | f.Edit | f.Delete | f.React, code: str
+    ) -> None:
+        await conn.send(f.Error(code=code, message=code, ref=frame.cmid, channel=frame.channel))
+
+    async def _change(self, conn: FakeConn, frame: f.Edit | f.Delete | f.React) -> None:
+        """Edits, deletes and reactions, idempotent by (user, channel, cmid)."""
+        user = conn.user or ""
+        key = (user, frame.channel, frame.cmid)
+        if key in self.changes:
+            entry, version = self.changes[key]
+            await conn.send(_ack(entry, duplicate=True, version=version, cmid=frame.cmid))
+            return
+        target = self._message(frame.channel, frame.id)
+        if target is None:
+            await self._refuse(conn, frame, ErrorCode.NOT_FOUND)
+            return
+        vkey = (frame.channel, frame.id)
+        version = self.versions.get(vkey, 1)
+        event: LogEvent
+        ch = frame.channel  # offset and epoch are set by append_entry
+        if isinstance(frame, f.Edit):
+            if frame.version != version:
+                await self._refuse(conn, frame, ErrorCode.STALE_VERSION)
+                return
+            version += 1
+            event = f.MessageUpdated(
+                channel=ch,
+                offset=0,
+                epoch="",
+                id=frame.id,
+                version=version,
+                body=frame.body,
+                by=user,
+                ts=1,
+            )
+        elif isinstance(frame, f.Delete):
+            version += 1
+            event = f.MessageDeleted(
+                channel=ch, offset=0, epoch="", id=frame.id, version=version, by=user, ts=1
+            )
+        else:
+            users = self.reactions.setdefault((frame.channel, frame.id, frame.emoji), set())
+            if frame.add:
+                users.add(user)
+            else:
+                users.discard(user)
+            event = f.ReactionEvent(
+                channel=ch,
+                offset=0,
+                epoch="",
+                id=frame.id,
+                emoji=frame.emoji,
+                user=user,
+                added=frame.add,
+                count=len(users),
+                ts=1,
+            )
+        self.versions[vkey] = version
+        entry = await self.append_entry(event)
+        self.changes[key] = (entry, version)
+        if self.store_without_ack > 0:
+            self.store_without_ack -= 1
+        else:
+            await conn.send(_ack(entry, duplicate=False, version=version, cmid=frame.cmid))
 
     async def _store(
         self,
@@ -280,12 +401,14 @@ class FakeGateway:
         return message
 
 
-def _ack(message: f.MessageEvent, *, duplicate: bool) -> f.Ack:
+def _ack(entry: LogEvent, *, duplicate: bool, version: int = 0, cmid: str = "") -> f.Ack:
+    eid = f"{entry.epoch}-{entry.offset}"
     return f.Ack(
-        cmid=message.cmid,
-        channel=message.channel,
-        offset=message.offset,
-        epoch=message.epoch,
-        id=message.id,
+        cmid=entry.cmid if isinstance(entry, f.MessageEvent) else cmid,
+        channel=entry.channel,
+        offset=entry.offset,
+        epoch=entry.epoch,
+        id=eid,
         duplicate=duplicate,
+        version=version,
     )

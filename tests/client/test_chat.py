@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import trio
 
 import gateway.auth
-from gateway.client import chat, open_client
+from gateway.client import LogEvent, chat, open_client
 from gateway.protocol import frames as f
 from tests.client.fake_gateway import FakeGateway
 
@@ -69,6 +70,107 @@ def test_format_message() -> None:
     assert chat.format_message(event) == "[#general 7] bob: hi"
 
 
+def test_format_event() -> None:
+    at: dict[str, Any] = {"channel": "general", "epoch": "e1", "ts": 1}
+    cases: list[tuple[LogEvent, str]] = [
+        (
+            f.MessageUpdated(offset=2, id="e1-1", version=2, body="hi all", by="bob", **at),
+            "[#general 2] bob edited e1-1 (v2): hi all",
+        ),
+        (
+            f.MessageDeleted(offset=3, id="e1-1", version=3, by="bob", **at),
+            "[#general 3] bob deleted e1-1",
+        ),
+        (
+            f.ReactionEvent(
+                offset=4, id="e1-1", emoji="👍", user="carol", added=True, count=2, **at
+            ),
+            "[#general 4] carol reacted +👍 on e1-1 (2)",
+        ),
+        (
+            f.ReactionEvent(
+                offset=5, id="e1-1", emoji=":tada:", user="carol", added=False, count=0, **at
+            ),
+            "[#general 5] carol reacted -:tada: on e1-1 (0)",
+        ),
+        (
+            f.ThreadEvent(
+                offset=6,
+                id="e1-1",
+                user="dave",
+                replies=3,
+                last_reply_ms=1,
+                participants=["bob", "dave"],
+                **at,
+            ),
+            "[#general 6] dave replied in the thread of e1-1 (3 replies)",
+        ),
+        (
+            f.MemberEvent(offset=7, user="erin", joined=True, by="erin", **at),
+            "[#general 7] erin joined",
+        ),
+        (
+            f.MemberEvent(offset=8, user="erin", joined=False, by="bob", **at),
+            "[#general 8] erin was removed by bob",
+        ),
+        (
+            f.ChannelEvent(
+                offset=9,
+                what="updated",
+                info=f.ChannelInfo(
+                    id="ch.1",
+                    name="general",
+                    kind="public",
+                    topic="launch",
+                    archived=False,
+                    position=0,
+                    version=2,
+                ),
+                by="bob",
+                **at,
+            ),
+            "[#general 9] bob updated #general (ch.1): topic 'launch'",
+        ),
+    ]
+    for event, line in cases:
+        assert chat.format_event(event) == line
+
+
+async def test_chat_prints_changes(fake: FakeGateway) -> None:
+    out, err = Output(), Output()
+    send, receive = trio.open_memory_channel[str](10)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: chat.chat(
+                    fake.url,
+                    "tok:alice",
+                    "general",
+                    lines=lines_from(receive),
+                    out=out,
+                    err=err,
+                    codec="json",
+                )
+            )
+            await out.wait_for(lambda text: "/quit to leave" in text)
+            async with open_client(fake.url, "tok:bob") as bob:
+                await bob.subscribe("general")
+                posted = await bob.publish("general", "helo")
+                await bob.edit("general", posted.id, "hello", version=1)
+                await bob.react("general", posted.id, "👍")
+                await bob.publish("general", "in a thread", thread=posted.id)
+                await bob.delete("general", posted.id)
+            await out.wait_for(lambda text: "[#general 5] bob deleted e1-1" in text)
+            assert out.getvalue().splitlines()[-5:] == [
+                "[#general 1] bob: helo",
+                "[#general 2] bob edited e1-1 (v2): hello",
+                "[#general 3] bob reacted +👍 on e1-1 (1)",
+                "[#general 4] bob replied in the thread of e1-1 (1 reply)",
+                "[#general 5] bob deleted e1-1",
+            ]
+            send.close()
+
+
 @pytest.mark.parametrize("json", [False, True])
 async def test_chat_publishes_lines_and_prints_messages(fake: FakeGateway, json: bool) -> None:
     out, err = Output(), Output()
@@ -105,7 +207,7 @@ async def test_chat_publishes_lines_and_prints_messages(fake: FakeGateway, json:
                 await out.wait_for(lambda text: "[#general 2] bob: hi alice" in text)
             await send.send("/quit\n")
         assert status == [0]
-        assert [m.body for m in fake.logs["general"]] == ["hello there", "hi alice"]
+        assert [m.body for m in fake.messages("general")] == ["hello there", "hi alice"]
         assert fake.conns[0].codec.binary is not json
         assert err.getvalue() == ""
 

@@ -7,6 +7,7 @@ import functools
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,28 @@ import trio
 from gateway.app import Gateway, open_gateway
 from gateway.auth import load_or_create_dev_secret, mint_dev_token
 from gateway.client import (
+    Ack,
+    ChannelEvent,
+    Client,
     ConnectionClosed,
     Disconnected,
+    Event,
+    LogEvent,
+    MemberEvent,
+    MessageDeleted,
     MessageEvent,
+    MessageUpdated,
     Position,
+    ReactionEvent,
     Reconnected,
     SubscribeError,
+    ThreadEvent,
     TypingEvent,
     open_client,
+    thread_channel,
+    thread_of,
 )
+from gateway.client._conn import CloseInfo
 from gateway.config import Limits, Settings
 from tests.client.test_sdk import FAST, next_event, next_message
 from tests.conftest import make_settings, token
@@ -241,3 +255,270 @@ async def test_chat_command_end_to_end(tmp_path: Path) -> None:
                 await read_until(b"[#room 2] bob: hi alice")
                 await process.stdin.send_all(b"/quit\n")
                 assert await process.wait() == 0
+
+
+# ------------------------------------------------------------------ changes and threads
+
+LOG_EVENTS = (
+    MessageEvent,
+    MessageUpdated,
+    MessageDeleted,
+    ReactionEvent,
+    ThreadEvent,
+    MemberEvent,
+    ChannelEvent,
+)
+
+
+class _Collector:
+    """Records every log event a client receives, per channel, and the notices."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.entries: dict[str, list[LogEvent]] = {}
+        self.notices: list[Event] = []
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, LOG_EVENTS):
+                self.entries.setdefault(event.channel, []).append(event)
+            elif isinstance(event, Disconnected | Reconnected):
+                self.notices.append(event)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def head(self, channel: str) -> int:
+        entries = self.entries.get(channel)
+        return entries[-1].offset if entries else 0
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    async def reach(self, channel: str, offset: int) -> None:
+        await self.wait_for(lambda: self.head(channel) >= offset)
+
+
+async def _replay(url: str, channel: str, epoch: str, head: int) -> list[LogEvent]:
+    """The log of ``channel`` up to ``head``, as a fresh subscriber replays it."""
+    async with open_client(url, token("carol")) as carol:
+        await carol.subscribe(channel, since=Position(epoch, 0))
+        got: list[LogEvent] = []
+        while not got or got[-1].offset < head:
+            event = await next_event(carol, *LOG_EVENTS)
+            assert isinstance(event, LOG_EVENTS)
+            got.append(event)
+        return got
+
+
+def _drop(client: Client) -> None:
+    """Drop the client's TCP connection without a close handshake (it sees 1006)."""
+    conn = client._state.conn
+    assert conn is not None
+    conn.abort(CloseInfo(1006, "test: connection dropped"))
+
+
+async def test_changes_and_thread_arrive_exactly_once_across_a_drop(gateway: Gateway) -> None:
+    """A conversation with edits, reactions, a delete and a thread reply; bob's connection
+    drops mid-stream (right after a run of changes, with more in flight) and stays away
+    while more happens; he resumes and gets every entry of both logs once, in order."""
+    gate = trio.Event()
+    gate.set()
+    url = gateway.ws_url
+
+    async def bob_token() -> str:
+        await gate.wait()
+        return token("bob")
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_client(url, token("alice")) as alice,
+            open_client(url, bob_token, **FAST) as bob,
+            trio.open_nursery() as nursery,
+        ):
+            seen = _Collector(bob)
+            nursery.start_soon(seen.run)
+            sub = await alice.subscribe("room")
+            await bob.subscribe("room")
+            m1 = await alice.publish("room", "hello")
+            m2 = await bob.publish("room", "tpyo")
+            thumbs = await bob.react("room", m1.id, "👍")
+            assert (thumbs.offset, thumbs.version) == (3, 1)
+            edited = await alice.edit("room", m1.id, "hello all", version=1)
+            assert (edited.offset, edited.version, edited.duplicate) == (4, 2, False)
+            reply = await bob.publish("room", "a reply", thread=m1.id)
+            thread = thread_of(m1)
+            assert (reply.channel, reply.offset) == (thread, 1) == ("room:t1", 1)
+            assert thread_channel("room", m1.offset) == thread
+            await bob.subscribe(thread, since=Position(reply.epoch, 0))
+            await alice.subscribe(thread)
+            deleted = await bob.delete("room", m2.id)
+            assert (deleted.offset, deleted.version) == (6, 2)
+            await alice.react("room", m1.id, ":tada:")
+            await bob.react("room", m1.id, "👍", add=False)
+            await seen.reach("room", 8)
+            await seen.reach(thread, 1)
+            kinds = [type(e) for e in seen.entries["room"]]
+            assert kinds == [
+                MessageEvent,
+                MessageEvent,
+                ReactionEvent,
+                MessageUpdated,
+                ThreadEvent,
+                MessageDeleted,
+                ReactionEvent,
+                ReactionEvent,
+            ]
+            summary = seen.entries["room"][4]
+            assert isinstance(summary, ThreadEvent)
+            assert (summary.id, summary.replies, summary.participants) == (m1.id, 1, ["bob"])
+            assert bob.positions["room"] == Position(sub.epoch, 8)  # past the last change
+
+            # mid-stream: a run of changes, bob dropped while they are still arriving
+            a3 = await alice.publish("room", "third")
+            await alice.react("room", a3.id, "🎉")
+            await alice.edit("room", a3.id, "third!", version=1)
+            await alice.publish("room", "in thread", thread=m1.id)
+            gate = trio.Event()  # bob stays away until told
+            _drop(bob)
+            await seen.wait_for(lambda: any(isinstance(n, Disconnected) for n in seen.notices))
+            # while he is away
+            await alice.edit("room", a3.id, "third!!", version=2)
+            await alice.react("room", m1.id, ":tada:", add=False)
+            await alice.delete("room", a3.id)
+            await alice.publish("room", "thread again", thread=m1.id)
+            gate.set()
+            # racing with his resume
+            last_reply = await alice.publish("room", "thread, live", thread=m1.id)
+            last = await alice.react("room", m1.id, "👀")
+            await seen.reach("room", last.offset)
+            await seen.reach(thread, last_reply.offset)
+
+            reconnected = [n for n in seen.notices if isinstance(n, Reconnected)]
+            assert len(reconnected) == 1
+            assert reconnected[0].resumed == ("room", thread)
+            for channel, head in (("room", last.offset), (thread, last_reply.offset)):
+                got = seen.entries[channel]
+                assert [e.offset for e in got] == list(range(1, head + 1))
+                assert got == await _replay(url, channel, got[0].epoch, head)
+            assert last.offset == 18 and last_reply.offset == 4
+            assert bob.statistics().connects == 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_unacked_edit_is_resent_after_reconnect_and_applied_once(gateway: Gateway) -> None:
+    """Bob's edit is applied but its ack is lost with the connection (his reader is held
+    by a full event buffer, so the ack is never read); the SDK re-sends it with the same
+    cmid after the resume and gets the original back (``duplicate``): one update."""
+    url = gateway.ws_url
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_client(url, token("alice")) as alice,
+            open_client(url, token("bob"), max_events=2, **FAST) as bob,
+        ):
+            await alice.subscribe("room")
+            await bob.subscribe("room")
+            posted = await bob.publish("room", "helo")
+            await alice.publish("room", "a1")  # bob's buffer: [helo, a1], full
+            await alice.publish("room", "a2")  # his reader now waits to buffer this one
+            acks: list[Ack] = []
+
+            async def edit() -> None:
+                acks.append(await bob.edit("room", posted.id, "hello", version=1, cmid="fix"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(edit)
+                # applied: alice sees the update; bob's ack is stuck behind his buffer
+                for _ in range(4):
+                    event = await next_event(alice, *LOG_EVENTS)
+                assert isinstance(event, MessageUpdated) and event.version == 2
+                assert not acks
+                _drop(bob)
+                got: list[LogEvent] = []
+                while len(got) < 4:
+                    entry = await next_event(bob, *LOG_EVENTS)
+                    assert isinstance(entry, LOG_EVENTS)
+                    got.append(entry)
+            assert [(type(e), e.offset) for e in got] == [
+                (MessageEvent, 1),
+                (MessageEvent, 2),
+                (MessageEvent, 3),
+                (MessageUpdated, 4),
+            ]
+            assert (acks[0].offset, acks[0].version, acks[0].duplicate) == (4, 2, True)
+            assert bob.statistics().publishes_resent == 1
+            # applied once: the message is at version 2, and no second update follows
+            again = await bob.edit("room", posted.id, "hello!", version=2)
+            assert (again.offset, again.version) == (5, 3)
+            entry = await next_event(bob, *LOG_EVENTS)
+            assert isinstance(entry, MessageUpdated) and (entry.offset, entry.version) == (5, 3)
+
+
+async def test_changes_resume_on_another_node_of_the_url_list(tmp_path: Path) -> None:
+    """Alice's node dies; on the next node of her URL list she resumes: the changes made
+    meanwhile arrive once, and her reaction sent while away is applied once."""
+    first_settings = make_settings(tmp_path, ws_port=_free_port())
+    second_settings = dataclasses.replace(first_settings, ws_port=_free_port())
+    urls = [f"ws://127.0.0.1:{s.ws_port}/ws" for s in (first_settings, second_settings)]
+    gate = trio.Event()
+    gate.set()
+
+    async def alice_token() -> str:
+        await gate.wait()
+        return token("alice")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            first = await _start_node(nursery, first_settings)
+            async with open_client(urls, alice_token, **FAST) as alice:
+                seen = _Collector(alice)
+                nursery.start_soon(seen.run)
+                sub = await alice.subscribe("room")
+                posted = await alice.publish("room", "hello")
+                await alice.react("room", posted.id, "👍")
+                await alice.edit("room", posted.id, "hello all", version=1)
+                await seen.reach("room", 3)
+                gate = trio.Event()
+                await first.drain()
+                first.stop()
+                await seen.wait_for(lambda: bool(seen.notices))
+                reacted: list[Ack] = []
+                acked = trio.Event()
+
+                async def react_while_away() -> None:
+                    reacted.append(await alice.react("room", posted.id, ":tada:", cmid="away"))
+                    acked.set()
+
+                nursery.start_soon(react_while_away)
+                second = await _start_node(nursery, second_settings)
+                async with open_client(second.ws_url, token("bob")) as bob:
+                    await bob.subscribe("room")
+                    await bob.react("room", posted.id, "👍")
+                    await bob.publish("room", "b1", thread=posted.id)
+                    b2 = await bob.publish("room", "b2")
+                    await bob.delete("room", b2.id)
+                gate.set()
+                await seen.reach("room", 8)
+                await acked.wait()
+                got = seen.entries["room"]
+                assert [(type(e), e.offset) for e in got] == [
+                    (MessageEvent, 1),
+                    (ReactionEvent, 2),
+                    (MessageUpdated, 3),
+                    (ReactionEvent, 4),
+                    (ThreadEvent, 5),
+                    (MessageEvent, 6),
+                    (MessageDeleted, 7),
+                    (ReactionEvent, 8),
+                ]
+                mine = got[-1]
+                assert isinstance(mine, ReactionEvent) and (mine.user, mine.emoji) == (
+                    "alice",
+                    ":tada:",
+                )
+                assert (reacted[0].offset, reacted[0].duplicate) == (8, False)
+                assert got == await _replay(second.ws_url, "room", sub.epoch, 8)
+                assert alice.statistics().connects == 2
+                second.stop()
+            nursery.cancel_scope.cancel()
