@@ -80,6 +80,12 @@ class Settings:
     hot_window: int = 1000  # messages kept in memory per channel actor
     max_connections: int = 50_000
     log_level: str = "INFO"
+    # uploaded files: bytes in <data_dir>/files (served by the REST app), or in S3
+    max_file_bytes: int = 25 * 1024 * 1024  # one file (S3 takes up to 5 GiB in one PUT)
+    file_url_ttl: float = 300.0  # seconds an upload or download URL is valid
+    s3_bucket: str = ""  # empty -> the local folder
+    aws_region: str = "us-east-1"  # of the S3 bucket
+    aws_endpoint_url: str = ""  # empty -> AWS itself (set for a local S3 such as moto)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
@@ -143,6 +149,16 @@ class Settings:
             raise SettingsError("GATEWAY_IDEMPOTENCY_WINDOW must be in [60, 604800] seconds")
         if self.redis_events_maxlen < 0:
             raise SettingsError("GATEWAY_REDIS_EVENTS_MAXLEN must be 0 (off) or more")
+        if not 1 <= self.max_file_bytes <= 5 * 1024**3:
+            raise SettingsError("GATEWAY_MAX_FILE_BYTES must be in [1, 5368709120]")
+        if not 10 <= self.file_url_ttl <= 86400:
+            raise SettingsError("GATEWAY_FILE_URL_TTL must be in [10, 86400] seconds")
+        if self.s3_bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_bucket):
+            raise SettingsError("GATEWAY_S3_BUCKET must be an S3 bucket name (3-63 of a-z 0-9 . -)")
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", self.aws_region):
+            raise SettingsError("GATEWAY_AWS_REGION must be an AWS region such as us-east-1")
+        if self.aws_endpoint_url and not re.match(r"https?://", self.aws_endpoint_url):
+            raise SettingsError("GATEWAY_AWS_ENDPOINT_URL must be an http(s):// URL")
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

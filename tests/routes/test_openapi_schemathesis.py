@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import schemathesis
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
@@ -43,6 +44,11 @@ def _fuzz(base_url: str, headers: dict[str, str], ids: dict[str, str]) -> tuple[
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result
         operation = result.ok()
+        if operation.path.startswith("/v1/blobs/"):
+            # Signed capability URLs (local file storage): without a valid HMAC signature
+            # every generated request is 403, and a signed one cannot be generated; they
+            # are covered by tests/routes/test_files.py instead.
+            continue
         names = {p.name for p in operation.path_parameters}
         variants: list[tuple[str, SearchStrategy[schemathesis.Case[Any]]]] = []
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -78,13 +84,31 @@ def _fuzz(base_url: str, headers: dict[str, str], ids: dict[str, str]) -> tuple[
     return failures, calls
 
 
+async def _ready_file(http: httpx.AsyncClient) -> str:
+    """A file of alice's, uploaded and completed: the 2xx paths of ``/v1/files/{file}``."""
+    r = await http.post(
+        "/v1/files",
+        headers=auth("alice"),
+        json={"name": "a.txt", "size": 2, "content_type": "text/plain"},
+    )
+    assert r.status_code == 201, r.text
+    file_id: str = r.json()["id"]
+    upload = r.json()["upload"]
+    r = await http.put(upload["url"], content=b"hi", headers=upload["headers"])
+    assert r.status_code == 204, r.text
+    r = await http.post(f"/v1/files/{file_id}/complete", headers=auth("alice"))
+    assert r.status_code == 200, r.text
+    return file_id
+
+
 async def test_the_app_conforms_to_its_openapi_document(gateway: Gateway) -> None:
     with trio.fail_after(120):
         async with http_client(gateway) as http:
             await make_user(http, "alice")
             ws = await make_workspace(http, "alice", {"bob": "member"})
             channel = await make_channel(http, ws, "alice", "general")
-        ids = {"workspace": ws, "channel": channel["id"], "user": "bob"}
+            file_id = await _ready_file(http)
+        ids = {"workspace": ws, "channel": channel["id"], "user": "bob", "file": file_id}
         failures, calls = await trio.to_thread.run_sync(
             _fuzz, gateway.http_url, auth("alice"), ids, abandon_on_cancel=True
         )
