@@ -19,8 +19,11 @@ from functools import partial
 
 import trio
 
+from gateway.actors.files import FileService
 from gateway.actors.node import Node
+from gateway.actors.reads import NotingStore
 from gateway.auth import TokenVerifier, load_or_create_dev_secret
+from gateway.aws import open_aws
 from gateway.bus.base import Bus
 from gateway.bus.memory import open_memory_bus
 from gateway.bus.redis import open_redis_bus
@@ -33,13 +36,19 @@ from gateway.redis import open_redis
 from gateway.routes.http import serve_rest
 from gateway.routes.rest import create_rest_app
 from gateway.store.base import MessageStore
+from gateway.store.blobs_local import open_local_blob_store
+from gateway.store.blobs_s3 import open_s3_blob_store
 from gateway.store.domain import DomainStore
 from gateway.store.domain_sqlite import open_sqlite_domain_store
+from gateway.store.files import BlobStore, FileStore, ServedBlobs
+from gateway.store.files_sqlite import open_sqlite_file_store
 from gateway.store.message_state import MessageStateStore
 from gateway.store.message_state_sqlite import open_sqlite_message_state
+from gateway.store.read_state import ReadStateStore
+from gateway.store.read_state_sqlite import open_sqlite_read_state
 from gateway.store.sqlite import open_sqlite_store
 
-__all__ = ["Gateway", "Stores", "open_gateway", "open_stores", "serve"]
+__all__ = ["Gateway", "Stores", "open_files", "open_gateway", "open_stores", "serve"]
 
 log = logging.getLogger("gateway.app")
 
@@ -133,9 +142,10 @@ async def open_backends(
 
 @dataclasses.dataclass(frozen=True)
 class Stores:
-    messages: MessageStore  # channel logs
+    messages: NotingStore  # channel logs (reporting durable writes to the read service)
     domain: DomainStore  # users, workspaces, channels, memberships
     states: MessageStateStore  # edits, deletes, reactions, thread summaries
+    reads: ReadStateStore  # read cursors, unread counts, receipts, notifications
 
 
 @asynccontextmanager
@@ -156,8 +166,54 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         open_sqlite_message_state(
             at("message-state.sqlite3"), durability=dur, fsync_interval=every
         ) as states,
+        open_sqlite_read_state(
+            at("read-state.sqlite3"), cursor_key(settings), durability=dur, fsync_interval=every
+        ) as reads,
     ):
-        yield Stores(store, domain, states)
+        yield Stores(NotingStore(store), domain, states, reads)
+
+
+def blob_key(settings: Settings) -> bytes:
+    """The key local blob URLs are signed with, derived from :func:`cursor_key` (the same
+    on every node that shares it)."""
+    return hmac.new(cursor_key(settings), b"gateway blob urls v1", hashlib.sha256).digest()
+
+
+@asynccontextmanager
+async def open_file_records(settings: Settings) -> AsyncIterator[FileStore]:
+    """File records: ``<data_dir>/files.sqlite3`` (DynamoDB once store selection lands)."""
+    path = os.path.join(settings.data_dir, "files.sqlite3")
+    dur, every = settings.sqlite_durability, settings.sqlite_fsync_interval
+    async with open_sqlite_file_store(path, durability=dur, fsync_interval=every) as records:
+        yield records
+
+
+@asynccontextmanager
+async def open_blobs(settings: Settings) -> AsyncIterator[tuple[BlobStore, ServedBlobs | None]]:
+    """Blobs in S3 when ``s3_bucket`` is set, else in ``<data_dir>/files`` (served by the
+    REST app: the second item)."""
+    if not settings.s3_bucket:
+        local = open_local_blob_store(os.path.join(settings.data_dir, "files"), blob_key(settings))
+        yield local, local
+        return
+    async with (
+        open_aws(settings.aws_endpoint_url or None, settings.aws_region) as aws,
+        open_s3_blob_store(aws, settings.s3_bucket) as s3,
+    ):
+        yield s3, None
+
+
+@asynccontextmanager
+async def open_files(settings: Settings) -> AsyncIterator[FileService]:
+    """The file service: records, blobs and the limits of ``settings``."""
+    async with open_blobs(settings) as (blobs, served), open_file_records(settings) as records:
+        yield FileService(
+            records,
+            blobs,
+            served=served,
+            max_bytes=settings.max_file_bytes,
+            url_ttl=settings.file_url_ttl,
+        )
 
 
 @asynccontextmanager
@@ -171,6 +227,7 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     verifier = _verifier(settings)
     async with (
         open_stores(settings) as stores,
+        open_files(settings) as files,
         open_backends(settings, stores.messages) as (bus, presence),
         trio.open_nursery() as nursery,
     ):
@@ -184,7 +241,10 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             presence=presence,
             domain=stores.domain,
             states=stores.states,
+            read_state=stores.reads,
+            files=files,
         )
+        stores.messages.on_written = node.reads.after_write
         ws_port: int = await nursery.start(node.serve_websocket, settings.host, settings.ws_port)
         restarts: list[int] = []
         app = create_rest_app(node)

@@ -3,9 +3,10 @@
 Channel names fall in two families:
 
 * **Domain channels** (``ch.<24 hex>`` public/private channels, ``dm.<32 hex>`` direct
-  conversations, ``ws.<workspace>`` a workspace's event log): membership in the domain
-  store decides, with the rules of :mod:`gateway.domain.rules`. The token's ``channels``
-  claim never grants them, not even ``*``.
+  conversations, ``ws.<workspace>`` a workspace's event log, ``u.<user>`` a user's own
+  log of read cursors and notifications, readable by that user only): membership in the
+  domain store decides, with the rules of :mod:`gateway.domain.rules`. The token's
+  ``channels`` claim never grants them, not even ``*``.
 * **Free channels** (any other name): the token's ``channels`` glob claim decides, as
   for a plain pub/sub deployment without the chat domain.
 
@@ -35,12 +36,13 @@ __all__ = [
     "is_domain_channel",
     "thread_log",
     "thread_parent",
+    "user_channel",
     "workspace_channel",
 ]
 
 _DOMAIN = re.compile(r"^(?:ch\.[0-9a-f]{24}|dm\.[0-9a-f]{32})\Z")
 _THREAD = re.compile(r"^(.+):t([1-9][0-9]{0,15})\Z")
-RESERVED_PREFIXES = ("ch.", "dm.", "ws.")
+RESERVED_PREFIXES = ("ch.", "dm.", "ws.", "u.")
 
 
 class Access(enum.IntEnum):
@@ -71,6 +73,11 @@ def thread_parent(channel: str) -> tuple[str, int] | None:
     return None if m is None else (m.group(1), int(m.group(2)))
 
 
+def user_channel(user: str) -> str:
+    """The name of a user's own log (read cursors synced across devices, notifications)."""
+    return f"u.{user}"
+
+
 def workspace_channel(workspace: str) -> str:
     """The name of a workspace's event log (channel and member changes)."""
     return f"ws.{workspace}"
@@ -85,6 +92,10 @@ async def channel_access(domain: DomainStore, identity: Identity, channel: str) 
         channel = thread[0]
         if thread_parent(channel) is not None:
             return Grant(Access.NONE, reason="threads have no threads")
+    if channel.startswith("u."):  # a user's own log: read cursors, notifications
+        if channel[2:] == user:
+            return Grant(Access.READ, reason="your own log is read-only")
+        return Grant(Access.NONE, reason="another user's log")
     if channel.startswith("ws."):
         workspace = channel[3:]
         member = await domain.get_member(workspace, user)

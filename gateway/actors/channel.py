@@ -269,10 +269,35 @@ class ChannelActor:
         self._bus.ephemeral(self.name, "typing", user)
         return True
 
+    def receipt(self, user: str, delivered: int, read: int) -> None:
+        """Fan out an ephemeral DM receipt here and on the other nodes. Never stored here
+        (the read-state store has it)."""
+        self._receipt_here(user, delivered, read)
+        self._bus.ephemeral(self.name, f"receipt:{delivered}:{read}", user)
+
     def _remote(self, kind: str, user: str) -> None:
         """An ephemeral event from another node's subscriber."""
         if kind == "typing":
             self._typing_here(None, user)
+        elif kind.startswith("receipt:"):
+            _, delivered, read = kind.split(":")
+            if delivered.isdigit() and read.isdigit():
+                self._receipt_here(user, int(delivered), int(read))
+
+    def _receipt_here(self, user: str, delivered: int, read: int) -> None:
+        self._ephemeral(
+            f.ReceiptEvent(channel=self.name, user=user, delivered=delivered, read=read)
+        )
+
+    def _ephemeral(self, ev: f.ServerFrame, sender: Subscriber | None = None) -> None:
+        for index, subs in enumerate(self._subs):
+            if not subs:
+                continue
+            codec = _CODECS[index]
+            data = build_frame(codec.encode(ev), codec.binary)
+            for sub in subs:
+                if sub is not sender:
+                    sub.send_ephemeral(data)
 
     def _typing_here(self, sender: Subscriber | None, user: str) -> bool:
         now = time.monotonic()
@@ -282,13 +307,5 @@ class ChannelActor:
         if len(self._typing_last) > 10_000:
             self._typing_last.clear()
         self._typing_last[user] = now
-        ev = f.TypingEvent(channel=self.name, user=user)
-        for index, subs in enumerate(self._subs):
-            if not subs:
-                continue
-            codec = _CODECS[index]
-            data = build_frame(codec.encode(ev), codec.binary)
-            for sub in subs:
-                if sub is not sender:
-                    sub.send_ephemeral(data)
+        self._ephemeral(f.TypingEvent(channel=self.name, user=user), sender)
         return True

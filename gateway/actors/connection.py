@@ -488,6 +488,8 @@ class Connection:
             await self._publish(action.frame)
         elif isinstance(action, s.DoSubscribe):
             await self._subscribe(action.channel, action.since)
+        elif isinstance(action, s.DoReceipt):
+            await self._receipt(action.frame)
         elif isinstance(action, s.DoTyping):
             await self._typing(action.channel)
         elif isinstance(action, s.DoUnsubscribe):
@@ -607,6 +609,22 @@ class Connection:
             return True
         self._error(ErrorCode.FORBIDDEN, grant.reason or "not allowed", ref=ref, channel=channel)
         return False
+
+    async def _receipt(self, frame: f.Read | f.Delivered) -> None:
+        user = self.session.user
+        assert user is not None
+        reads = self.node.reads
+        try:
+            if isinstance(frame, f.Read):
+                receipt = await reads.mark_read(user, frame.channel, frame.offset)
+            else:
+                receipt = await reads.mark_delivered(user, frame.channel, frame.offset)
+        except GatewayError as exc:
+            self._error(exc.code, exc.message, channel=frame.channel, retryable=exc.retryable)
+            return
+        actor = self.node.registry.get(frame.channel)
+        if receipt is not None and actor is not None:
+            actor.receipt(user, receipt.delivered, receipt.read)
 
     async def _typing(self, channel: str) -> None:
         actor = self.node.registry.get(channel)

@@ -18,8 +18,10 @@ import trio
 
 from gateway.actors.connection import Connection
 from gateway.actors.domain import DomainService
+from gateway.actors.files import FileService
 from gateway.actors.messages import MessageService
 from gateway.actors.presence import PresenceHub
+from gateway.actors.reads import ReadService
 from gateway.actors.registry import ChannelRegistry
 from gateway.bus import Bus
 from gateway.config import Settings
@@ -29,6 +31,7 @@ from gateway.presence.base import Presence
 from gateway.protocol.session import Phase
 from gateway.store.domain import DomainStore
 from gateway.store.message_state import MessageStateStore
+from gateway.store.read_state import ReadStateStore
 
 if TYPE_CHECKING:
     from gateway.auth import Identity
@@ -55,6 +58,8 @@ class Node:
         presence: Presence,
         domain: DomainStore,
         states: MessageStateStore,
+        read_state: ReadStateStore,
+        files: FileService,
     ) -> None:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -64,6 +69,8 @@ class Node:
         self.presence = PresenceHub(presence)
         self.domain: DomainStore = DomainService(domain, self)
         self.messages = MessageService(bus, states, self.domain)
+        self.reads = ReadService(read_state, self.domain, states, bus, self.spawn)
+        self.files = files  # uploaded files (gateway.actors.files)
         self.verifier = verifier
         self.metrics = metrics
         self.registry = ChannelRegistry(

@@ -116,6 +116,15 @@ class Conn:
         self._wakeup.set()
         return True
 
+    def send_receipt(self, frame: f.Read | f.Delivered) -> bool:
+        """Queue a read/delivered receipt (best effort, like typing)."""
+        if self._typing_queued >= MAX_QUEUED_TYPING:
+            return False
+        self._typing_queued += 1
+        self.control.append((self.state.encode(frame), True))
+        self._wakeup.set()
+        return True
+
     def kick(self) -> None:
         """Wake the writer."""
         self._wakeup.set()

@@ -16,8 +16,11 @@ from gateway.protocol.frames import (
     MessageDeleted,
     MessageEvent,
     MessageUpdated,
+    NotificationEvent,
     PresenceEvent,
     ReactionEvent,
+    ReadEvent,
+    ReceiptEvent,
     ThreadEvent,
     TypingEvent,
     Unsubscribed,
@@ -41,6 +44,8 @@ LogEvent: TypeAlias = (
     | ThreadEvent
     | MemberEvent
     | ChannelEvent
+    | ReadEvent
+    | NotificationEvent
 )
 """An entry of a channel's log: a message or a change (protocol section 18). Each has its
 own ``offset`` in the log (offsets count every entry) and is delivered exactly once, in
@@ -54,6 +59,8 @@ LOG_EVENT_TYPES: tuple[type[LogEvent], ...] = (
     ThreadEvent,
     MemberEvent,
     ChannelEvent,
+    ReadEvent,
+    NotificationEvent,
 )
 
 
@@ -104,6 +111,7 @@ class ChannelReset:
 Event: TypeAlias = (
     LogEvent
     | TypingEvent
+    | ReceiptEvent
     | PresenceEvent
     | Unsubscribed
     | ChannelReset

@@ -237,7 +237,7 @@ class State:
             self._on_ack(frame)
         elif isinstance(frame, f.Subscribed):
             self._on_subscribed(conn, frame)
-        elif isinstance(frame, f.TypingEvent):
+        elif isinstance(frame, f.TypingEvent | f.ReceiptEvent):
             if frame.channel in self.subs and not self.events.put_nowait(frame):
                 self.counters.ephemeral_dropped += 1
         elif isinstance(frame, f.PresenceEvent):

@@ -32,7 +32,9 @@ from gateway.protocol.frames import (
     MessageDeleted,
     MessageEvent,
     MessageUpdated,
+    NotificationEvent,
     ReactionEvent,
+    ReadEvent,
     ThreadEvent,
     TypingEvent,
     Unsubscribed,
@@ -120,6 +122,10 @@ def format_event(event: LogEvent) -> str:
         if event.by != event.user:
             text = f"{head} {event.user} was {'added' if event.joined else 'removed'} by {event.by}"
         return f"{text} as {event.role}" if event.role and event.joined else text
+    if isinstance(event, ReadEvent):
+        return f"{head} read #{event.target} up to {event.read_offset}"
+    if isinstance(event, NotificationEvent):
+        return f"{head} {event.kind} from {event.sender} in #{event.target}: {event.preview}"
     info = event.info
     details = [f"topic {info.topic!r}"] if info.topic else []
     if info.archived:

@@ -303,6 +303,26 @@ class Client:
         if conn is None or sub is None or sub.live_gen != conn.gen or not conn.send_typing(channel):
             st.counters.ephemeral_dropped += 1
 
+    async def mark_read(self, channel: str, offset: int, *, delivered: bool = False) -> None:
+        """Tell the server this user has read ``channel`` up to ``offset`` (or, with
+        ``delivered``, that this device received it: DM receipts). The read cursor syncs
+        the user's other devices (``ReadEvent`` in ``u.<user>``) and feeds unread counts.
+
+        Best effort like :meth:`typing`: dropped while disconnected or not subscribed;
+        the cursor only moves forward, so sending the latest offset again is harmless.
+        """
+        check_channel(channel)
+        if not 1 <= offset <= 2**53:
+            raise ValueError("offset must be 1..2**53")
+        st = self._state
+        st.check_open()
+        await trio.lowlevel.checkpoint()
+        conn = st.conn
+        sub = st.subs.get(channel)
+        frame = (f.Delivered if delivered else f.Read)(channel=channel, offset=offset)
+        if conn is None or sub is None or sub.live_gen != conn.gen or not conn.send_receipt(frame):
+            st.counters.ephemeral_dropped += 1
+
     async def watch_presence(self, users: Sequence[str]) -> None:
         """Follow the presence of ``users`` (replacing the previous set; empty: none).
 

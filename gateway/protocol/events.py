@@ -21,28 +21,34 @@ __all__ = [
     "EDIT",
     "KINDS",
     "MEMBER",
+    "NOTIFICATION",
     "REACT",
+    "READ",
     "THREAD",
     "ChannelPayload",
     "DeletePayload",
     "EditPayload",
     "MemberPayload",
+    "NotificationPayload",
     "Payload",
     "ReactPayload",
+    "ReadPayload",
     "ThreadPayload",
     "encode_payload",
     "record_frame",
 ]
 
-EDIT, DELETE, REACT, THREAD, MEMBER, CHANNEL = (
+EDIT, DELETE, REACT, THREAD, MEMBER, CHANNEL, READ, NOTIFICATION = (
     "edit",
     "delete",
     "react",
     "thread",
     "member",
     "channel",
+    "read",
+    "notification",
 )
-KINDS = frozenset({EDIT, DELETE, REACT, THREAD, MEMBER, CHANNEL})
+KINDS = frozenset({EDIT, DELETE, REACT, THREAD, MEMBER, CHANNEL, READ, NOTIFICATION})
 
 
 class EditPayload(msgspec.Struct, frozen=True):
@@ -81,8 +87,29 @@ class ChannelPayload(msgspec.Struct, frozen=True):
     info: f.ChannelInfo
 
 
+class ReadPayload(msgspec.Struct, frozen=True):
+    target: str
+    read_offset: int
+
+
+class NotificationPayload(msgspec.Struct, frozen=True):
+    id: str
+    kind: str
+    target: str
+    message_id: str
+    message_offset: int
+    preview: str
+
+
 Payload = (
-    EditPayload | DeletePayload | ReactPayload | ThreadPayload | MemberPayload | ChannelPayload
+    EditPayload
+    | DeletePayload
+    | ReactPayload
+    | ThreadPayload
+    | MemberPayload
+    | ChannelPayload
+    | ReadPayload
+    | NotificationPayload
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -93,6 +120,8 @@ _DECODERS: dict[str, msgspec.json.Decoder[Payload]] = {
     THREAD: msgspec.json.Decoder(ThreadPayload),
     MEMBER: msgspec.json.Decoder(MemberPayload),
     CHANNEL: msgspec.json.Decoder(ChannelPayload),
+    READ: msgspec.json.Decoder(ReadPayload),
+    NOTIFICATION: msgspec.json.Decoder(NotificationPayload),
 }
 
 
@@ -151,5 +180,23 @@ def record_frame(r: Record) -> f.ServerFrame:
     if isinstance(p, MemberPayload):
         return f.MemberEvent(
             channel=c, offset=o, epoch=e, user=p.user, joined=p.joined, role=p.role, by=by, ts=ts
+        )
+    if isinstance(p, ReadPayload):
+        return f.ReadEvent(
+            channel=c, offset=o, epoch=e, target=p.target, read_offset=p.read_offset, ts=ts
+        )
+    if isinstance(p, NotificationPayload):
+        return f.NotificationEvent(
+            channel=c,
+            offset=o,
+            epoch=e,
+            id=p.id,
+            kind=p.kind,
+            target=p.target,
+            message_id=p.message_id,
+            message_offset=p.message_offset,
+            sender=by,
+            preview=p.preview,
+            ts=ts,
         )
     return f.ChannelEvent(channel=c, offset=o, epoch=e, what=p.what, info=p.info, by=by, ts=ts)

@@ -24,6 +24,7 @@ __all__ = [
     "ClientFrame",
     "ClientFrames",
     "Delete",
+    "Delivered",
     "Edit",
     "Error",
     "Hello",
@@ -32,6 +33,7 @@ __all__ = [
     "MessageDeleted",
     "MessageEvent",
     "MessageUpdated",
+    "NotificationEvent",
     "Ping",
     "Pong",
     "PresenceEvent",
@@ -40,7 +42,10 @@ __all__ = [
     "Publish",
     "React",
     "ReactionEvent",
+    "Read",
+    "ReadEvent",
     "Ready",
+    "ReceiptEvent",
     "Resume",
     "ServerFrame",
     "ServerFrames",
@@ -148,6 +153,23 @@ class React(ClientFrame, tag="react", frozen=True):
     add: bool = True
 
 
+class Read(ClientFrame, tag="read", frozen=True):
+    """This user has read ``channel`` up to ``offset`` (forward only; clamped to the
+    log's head). Syncs the user's other devices (a ``read`` event in their log
+    ``u.<user>``) and, in a DM, tells the others (a ``receipt``). No reply."""
+
+    channel: Channel
+    offset: Annotated[int, Meta(ge=1, le=2**53)]
+
+
+class Delivered(ClientFrame, tag="delivered", frozen=True):
+    """DMs: this device received ``channel`` up to ``offset`` (a delivered receipt for
+    the others). No reply."""
+
+    channel: Channel
+    offset: Annotated[int, Meta(ge=1, le=2**53)]
+
+
 class Typing(ClientFrame, tag="typing", frozen=True):
     """Ephemeral: tell the channel's other subscribers this user is typing."""
 
@@ -182,6 +204,8 @@ ClientFrames = (
     | Edit
     | Delete
     | React
+    | Read
+    | Delivered
     | Typing
     | Ping
     | PresenceWatch
@@ -346,6 +370,45 @@ class MemberEvent(ServerFrame, tag="member", frozen=True, omit_defaults=False):
     role: str | None = None
 
 
+class ReadEvent(ServerFrame, tag="read", frozen=True):
+    """In the user's own log ``u.<user>``: one of the user's devices read ``target`` up
+    to ``read_offset`` (keep the other devices' unread state in step)."""
+
+    channel: str
+    offset: int
+    epoch: str
+    target: str
+    read_offset: int
+    ts: int
+
+
+class NotificationEvent(ServerFrame, tag="notification", frozen=True):
+    """In the user's own log ``u.<user>``: a new notification (a mention, a DM, a reply
+    in a thread the user is in). List and mark them over REST."""
+
+    channel: str
+    offset: int
+    epoch: str
+    id: str
+    kind: str
+    target: str
+    message_id: str
+    message_offset: int
+    sender: str
+    preview: str
+    ts: int
+
+
+class ReceiptEvent(ServerFrame, tag="receipt", frozen=True, omit_defaults=False):
+    """DMs, ephemeral (not in the log, not replayed: fetch current receipts over REST
+    after a reconnect): ``user`` has received up to ``delivered`` and read up to ``read``."""
+
+    channel: str
+    user: str
+    delivered: int
+    read: int
+
+
 class ChannelInfo(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -411,6 +474,9 @@ ServerFrames = (
     | ThreadEvent
     | MemberEvent
     | ChannelEvent
+    | ReadEvent
+    | NotificationEvent
+    | ReceiptEvent
     | Ack
     | TypingEvent
     | PresenceEvent

@@ -24,6 +24,7 @@ __all__ = [
     "DoPresenceSet",
     "DoPresenceWatch",
     "DoPublish",
+    "DoReceipt",
     "DoSubscribe",
     "DoTyping",
     "DoUnsubscribe",
@@ -85,6 +86,13 @@ class DoChange:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class DoReceipt:
+    """Read or delivered up to an offset (no reply)."""
+
+    frame: f.Read | f.Delivered
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class DoTyping:
     channel: str
 
@@ -107,6 +115,7 @@ Action = (
     | DoUnsubscribe
     | DoPublish
     | DoChange
+    | DoReceipt
     | DoTyping
     | DoPresenceWatch
     | DoPresenceSet
@@ -233,6 +242,16 @@ class Session:
             return self._publish(frame)
         if isinstance(frame, f.Edit | f.Delete | f.React):
             return self._change(frame)
+        if isinstance(frame, f.Read | f.Delivered):
+            if frame.channel not in self.subscriptions:
+                return self._strike(
+                    error(
+                        ErrorCode.NOT_SUBSCRIBED,
+                        "subscribe to the channel first",
+                        channel=frame.channel,
+                    )
+                )
+            return DoReceipt(frame)
         if isinstance(frame, f.Typing):
             if frame.channel not in self.subscriptions:
                 return self._strike(

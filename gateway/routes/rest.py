@@ -18,7 +18,9 @@ from gateway.actors.access import channel_access
 from gateway.errors import ErrorCode, GatewayError
 from gateway.protocol.frames import CHANNEL_PATTERN
 from gateway.routes.domain_api import register_domain_routes
+from gateway.routes.files import register_file_routes
 from gateway.routes.history import history_entries
+from gateway.routes.reads import register_read_routes
 
 if TYPE_CHECKING:
     from gateway.actors.node import Node
@@ -51,6 +53,8 @@ def create_rest_app(node: Node) -> QuartTrio:
     app = QuartTrio("gateway", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     register_domain_routes(app, node)
+    register_file_routes(app, node)
+    register_read_routes(app, node)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -1,0 +1,221 @@
+"""Read cursors, unread counts, DM receipts and notifications, as the node serves them.
+
+* **Counting** happens where messages become durable: :class:`NotingStore` wraps the
+  message store, and after each ``write`` (which the bus makes in log order per channel)
+  :meth:`ReadService.after_write` notes every message of a domain channel (``ch.``/``dm.``)
+  in the :class:`~gateway.store.read_state.ReadStateStore` (its mentions too) and files
+  the notifications it causes: mentions of channel members, DMs to the other participants,
+  replies to a thread's author and participants. If any of that fails, ``write`` fails,
+  and the bus retries it: every step is idempotent (by offset, by notification id).
+* **Read cursors** move forward only, are clamped to the log's head, and are synced to the
+  user's other devices as ``read`` events in the user's own log ``u.<user>``; new
+  notifications are pushed there too (``notification`` events).
+* **Receipts** (DMs only): ``read`` and ``delivered`` frames update the store and are
+  fanned out to the DM's subscribers as ephemeral ``receipt`` events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+
+from gateway.actors.access import is_domain_channel, thread_parent, user_channel
+from gateway.bus import Bus
+from gateway.domain.mentions import parse_mentions
+from gateway.errors import GatewayError
+from gateway.model import Position, Record
+from gateway.protocol import events as ev
+from gateway.store.base import MessageStore, StoreStatistics
+from gateway.store.domain import DomainStore
+from gateway.store.message_state import MessageStateStore
+from gateway.store.read_state import MAX_PREVIEW_CHARS, Notification, ReadStateStore, Receipt
+
+__all__ = ["NOTIFICATION_TTL_MS", "NotingStore", "ReadService"]
+
+log = logging.getLogger("gateway.reads")
+NOTIFICATION_TTL_MS = 30 * 86_400_000  # notifications expire after 30 days
+_DM_CACHE = 10_000  # DM participant sets kept (they never change)
+
+
+class NotingStore:
+    """A :class:`MessageStore` that reports every successful ``write`` to ``on_written``."""
+
+    def __init__(self, inner: MessageStore) -> None:
+        self.inner = inner
+        self.on_written: Callable[[Sequence[Record]], Awaitable[None]] | None = None
+
+    async def open_log(self, channel: str) -> Position:
+        return await self.inner.open_log(channel)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        await self.inner.write(records)
+        if self.on_written is not None and records:
+            await self.on_written(records)
+
+    async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
+        return await self.inner.read(channel, after, limit)
+
+    async def read_before(self, channel: str, before: int, limit: int) -> Sequence[Record]:
+        return await self.inner.read_before(channel, before, limit)
+
+    async def find_cmid(self, channel: str, sender: str, cmid: str) -> Record | None:
+        return await self.inner.find_cmid(channel, sender, cmid)
+
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        return await self.inner.read_by_sender(channel, sender, before, limit)
+
+    def statistics(self) -> StoreStatistics:
+        return self.inner.statistics()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class ReadService:
+    def __init__(
+        self,
+        store: ReadStateStore,
+        domain: DomainStore,
+        states: MessageStateStore,
+        bus: Bus,
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+    ) -> None:
+        self.store = store
+        self.domain = domain
+        self.states = states
+        self.bus = bus
+        self._spawn = spawn
+        self._dms: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+
+    # -- cursors and receipts ------------------------------------------------------------
+
+    async def mark_read(self, user: str, channel: str, offset: int) -> Receipt | None:
+        """Move ``user``'s cursor on ``channel`` to ``offset`` (clamped to the head); sync
+        the user's devices. Returns the DM receipt to fan out, else None."""
+        head = await self.bus.head(channel)
+        offset = min(offset, head.offset)
+        if offset < 1:
+            return None
+        cursor = await self.store.mark_read(user, channel, offset, now_ms=_now())
+        if cursor.offset == offset:  # it moved (or a retry of this very move)
+            payload = ev.ReadPayload(target=channel, read_offset=offset)
+            await self.bus.append(
+                user_channel(user),
+                sender=user,
+                cmid=f"~r:{channel}:{offset}",
+                body=ev.encode_payload(payload),
+                kind=ev.READ,
+            )
+        return await self._receipt(user, channel)
+
+    async def mark_delivered(self, user: str, channel: str, offset: int) -> Receipt | None:
+        if not channel.startswith("dm."):
+            return None
+        head = await self.bus.head(channel)
+        offset = min(offset, head.offset)
+        if offset < 1:
+            return None
+        await self.store.mark_delivered(user, channel, offset, now_ms=_now())
+        return await self._receipt(user, channel)
+
+    async def _receipt(self, user: str, channel: str) -> Receipt | None:
+        if not channel.startswith("dm."):
+            return None
+        for receipt in await self.store.receipts(channel):
+            if receipt.user == user:
+                return receipt
+        return None
+
+    # -- after each durable write ----------------------------------------------------------
+
+    async def after_write(self, records: Sequence[Record]) -> None:
+        for r in records:
+            if r.kind:
+                continue
+            if is_domain_channel(r.channel):
+                await self._note(r)
+            elif (parent := thread_parent(r.channel)) is not None and is_domain_channel(parent[0]):
+                await self._reply_notifications(r, *parent)
+
+    async def _note(self, r: Record) -> None:
+        users, everyone = parse_mentions(r.body)
+        await self.store.note_message(
+            r.channel, r.offset, sender=r.sender, mentions=users, everyone=everyone
+        )
+        if r.channel.startswith("dm."):
+            for user in await self._participants(r.channel):
+                if user != r.sender:
+                    await self._notify(user, "dm", r)
+            return
+        for user in users:
+            if user != r.sender and await self.domain.is_channel_member(r.channel, user):
+                await self._notify(user, "mention", r)
+
+    async def _reply_notifications(self, r: Record, channel: str, parent: int) -> None:
+        found = await self.states.get_states(channel, [parent])
+        state = found.get(parent)
+        if state is not None:
+            author, participants = state.author, state.participants
+        else:  # the first reply: no summary yet
+            records = await self.bus.read(channel, parent - 1, 1)
+            if not records or records[0].offset != parent:
+                return
+            author, participants = records[0].sender, ()
+        for user in dict.fromkeys((author, *participants)):
+            if user != r.sender and await self.domain.is_channel_member(channel, user):
+                await self._notify(user, "reply", r)
+
+    async def _participants(self, channel: str) -> tuple[str, ...]:
+        users = self._dms.get(channel)
+        if users is None:
+            conv = await self.domain.get_conversation(channel)
+            users = () if conv is None else tuple(conv.participants)
+            self._dms[channel] = users
+            if len(self._dms) > _DM_CACHE:
+                self._dms.popitem(last=False)
+        return users
+
+    async def _notify(self, user: str, kind: str, r: Record) -> None:
+        note = Notification(
+            id=f"{r.channel}:{r.offset}",
+            user=user,
+            kind=kind,  # type: ignore[arg-type]
+            channel=r.channel,
+            message_id=r.id,
+            offset=r.offset,
+            sender=r.sender,
+            preview=r.body[:MAX_PREVIEW_CHARS],
+            created_ms=r.ts,
+            expires_ms=r.ts + NOTIFICATION_TTL_MS,
+        )
+        if await self.store.notify(user, note):
+            self._spawn(lambda: self._push(note))
+
+    async def _push(self, note: Notification) -> None:
+        """Realtime copy of a stored notification; best effort (it is listed over REST)."""
+        payload = ev.NotificationPayload(
+            id=note.id,
+            kind=note.kind,
+            target=note.channel,
+            message_id=note.message_id,
+            message_offset=note.offset,
+            preview=note.preview,
+        )
+        try:
+            await self.bus.append(
+                user_channel(note.user),
+                sender=note.sender,
+                cmid=f"~n:{note.id}",
+                body=ev.encode_payload(payload),
+                kind=ev.NOTIFICATION,
+            )
+        except GatewayError as exc:
+            log.warning("notification not pushed", extra={"user": note.user, "error": str(exc)})
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
