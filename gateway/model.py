@@ -34,3 +34,4 @@ class Record(msgspec.Struct, frozen=True, array_like=True):
     # "" for a message; else an event about the log's messages or channel (see
     # gateway.protocol.events), whose ``body`` is its JSON payload
     kind: str = ""
+    files: tuple[str, ...] = ()  # attached file ids (gateway.store.files), messages only

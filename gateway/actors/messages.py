@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 from gateway.actors.access import thread_log, thread_parent
+from gateway.actors.files import FileService
 from gateway.bus import Bus
 from gateway.bus.base import Appended
 from gateway.domain.errors import Forbidden, InvalidField, NotFound
@@ -38,20 +39,30 @@ _MANAGERS = (Role.OWNER, Role.ADMIN)
 
 
 class MessageService:
-    def __init__(self, bus: Bus, states: MessageStateStore, domain: DomainStore) -> None:
+    def __init__(
+        self, bus: Bus, states: MessageStateStore, domain: DomainStore, files: FileService
+    ) -> None:
         self.bus = bus
         self.states = states
         self.domain = domain
+        self.files = files
 
     async def publish(self, user: str, frame: f.Publish) -> Appended:
         thread = thread_parent(frame.channel)
         if thread is not None and frame.thread is None:  # posted in the thread's log
             channel, offset = thread
             parent = await self._target(channel, await self._id_at(channel, offset))
-            frame = f.Publish(channel=channel, cmid=frame.cmid, body=frame.body, thread=parent.id)
+            frame = f.Publish(
+                channel=channel,
+                cmid=frame.cmid,
+                body=frame.body,
+                thread=parent.id,
+                files=frame.files,
+            )
         if frame.thread is None:
+            files = await self._attach(user, frame, frame.channel)
             return await self.bus.append(
-                frame.channel, sender=user, cmid=frame.cmid, body=frame.body
+                frame.channel, sender=user, cmid=frame.cmid, body=frame.body, files=files
             )
         if thread_parent(frame.channel) is not None:
             raise InvalidField("a thread reply cannot start a thread", field="thread")
@@ -59,8 +70,9 @@ class MessageService:
         log = thread_log(frame.channel, parent.offset)
         if len(log) > 128:
             raise InvalidField("channel name too long to hold threads", field="thread")
+        files = await self._attach(user, frame, log)
         reply = await self.bus.append(
-            log, sender=user, cmid=frame.cmid, body=frame.body, thread=parent.id
+            log, sender=user, cmid=frame.cmid, body=frame.body, thread=parent.id, files=files
         )
         r = reply.record
         state = await self.states.note_reply(
@@ -151,6 +163,14 @@ class MessageService:
         if not found or found[0].id != message_id or found[0].kind:
             raise NotFound("no such message in this channel", reason="message")
         return found[0]
+
+    async def _attach(self, user: str, frame: f.Publish, log: str) -> tuple[str, ...]:
+        """Attach the publish's files to the log it goes to, before it is appended (a
+        retry with the same cmid attaches again harmlessly)."""
+        if not frame.files:
+            return ()
+        attached = await self.files.attach(user, frame.files, log)
+        return tuple(r.id for r in attached)
 
     async def _id_at(self, channel: str, offset: int) -> str:
         head = await self.bus.head(channel)

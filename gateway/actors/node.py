@@ -68,7 +68,7 @@ class Node:
         bus.on_revoke(self.revoke)  # revocations made on other nodes
         self.presence = PresenceHub(presence)
         self.domain: DomainStore = DomainService(domain, self)
-        self.messages = MessageService(bus, states, self.domain)
+        self.messages = MessageService(bus, states, self.domain, files)
         self.reads = ReadService(read_state, self.domain, states, bus, self.spawn)
         self.files = files  # uploaded files (gateway.actors.files)
         self.verifier = verifier

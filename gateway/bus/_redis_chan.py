@@ -40,7 +40,8 @@ log = logging.getLogger("gateway.bus.redis")
 
 class Body(msgspec.Struct, array_like=True, frozen=True):
     """A record as stored in the stream (``r``): written as the msgpack array
-    ``[sender, cmid, body, ts, thread]``, with ``kind`` appended only if not ""."""
+    ``[sender, cmid, body, ts, thread]``, with ``kind`` (and ``files``) appended only if
+    not empty."""
 
     sender: str
     cmid: str
@@ -48,6 +49,7 @@ class Body(msgspec.Struct, array_like=True, frozen=True):
     ts: int
     thread: str | None = None
     kind: str = ""
+    files: tuple[str, ...] = ()
 
 
 encode_body = msgspec.msgpack.Encoder().encode  # of the tuple: no Struct built to write
@@ -229,7 +231,9 @@ def _fail(batch: list[Pending], exc: StoreUnavailable) -> None:
 def record(channel: str, epoch: str, offset: int, r: bytes) -> Record:
     b = _decode_body(r)
     eid = f"{epoch}-{offset}"
-    return Record(channel, offset, epoch, eid, b.sender, b.cmid, b.body, b.ts, b.thread, b.kind)
+    return Record(
+        channel, offset, epoch, eid, b.sender, b.cmid, b.body, b.ts, b.thread, b.kind, b.files
+    )
 
 
 def entry(channel: str, epoch: str, e: list[Any]) -> Record:
@@ -247,6 +251,18 @@ def decode_live(channel: str, data: bytes) -> tuple[str, list[Record]]:
     epoch = data[1:nl].decode()
     pairs = _decode_batch(memoryview(data)[nl + 1 :])
     return epoch, [
-        Record(channel, o, epoch, f"{epoch}-{o}", b.sender, b.cmid, b.body, b.ts, b.thread, b.kind)
+        Record(
+            channel,
+            o,
+            epoch,
+            f"{epoch}-{o}",
+            b.sender,
+            b.cmid,
+            b.body,
+            b.ts,
+            b.thread,
+            b.kind,
+            b.files,
+        )
         for o, b in pairs
     ]

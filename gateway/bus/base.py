@@ -63,6 +63,7 @@ class Bus(Protocol):
         body: str,
         thread: str | None = None,
         kind: str = "",
+        files: tuple[str, ...] = (),
     ) -> Appended:
         """Append durably, or return the record already appended with ``(sender, cmid)``.
         ``kind`` "" is a message; others are events (:mod:`gateway.protocol.events`)."""

@@ -154,6 +154,7 @@ class MemoryBus:
         body: str,
         thread: str | None = None,
         kind: str = "",
+        files: tuple[str, ...] = (),
     ) -> Appended:
         """Append durably, or return the record already sent with this cmid."""
         key = (sender, cmid)
@@ -221,6 +222,7 @@ class MemoryBus:
             now_ms,
             thread,
             kind,
+            files,
         )
         pending.record = record
         self._queue.append(pending)

@@ -153,14 +153,15 @@ class RedisBus:
         body: str,
         thread: str | None = None,
         kind: str = "",
+        files: tuple[str, ...] = (),
     ) -> Appended:
         """Append to the channel's stream, or return the record already sent with cmid."""
         self._check_open()
         ch = await self._chan(channel)
         ts = time.time_ns() // 1_000_000
-        fields = (
-            (sender, cmid, body, ts, thread, kind) if kind else (sender, cmid, body, ts, thread)
-        )
+        fields: tuple[object, ...] = (sender, cmid, body, ts, thread)
+        if kind or files:
+            fields = (*fields, kind, files) if files else (*fields, kind)
         p = Pending(f"{sender}\0{cmid}", encode_body(fields))
         await self._group.submit(ch, p)
         if p.error is not None:
@@ -168,7 +169,9 @@ class RedisBus:
         epoch, x = p.epoch, p.result
         if isinstance(x, int):
             self._stats.appends += 1
-            rec = Record(channel, x, epoch, f"{epoch}-{x}", sender, cmid, body, ts, thread, kind)
+            rec = Record(
+                channel, x, epoch, f"{epoch}-{x}", sender, cmid, body, ts, thread, kind, files
+            )
             return Appended(rec)
         self._stats.duplicates += 1
         offset = x[0]

@@ -189,7 +189,13 @@ class Client:
                     del st.unsub_waiters[channel]
 
     async def publish(
-        self, channel: str, body: str, *, cmid: str | None = None, thread: str | None = None
+        self,
+        channel: str,
+        body: str,
+        *,
+        cmid: str | None = None,
+        thread: str | None = None,
+        files: Sequence[str] = (),
     ) -> f.Ack:
         """Publish ``body`` to ``channel`` (subscribe to it first) and wait for the ack.
 
@@ -205,11 +211,16 @@ class Client:
         (``ack.channel``, see :func:`thread_channel` and :func:`thread_of`); subscribe to
         that log to receive the replies. ``channel`` itself gets a ``thread`` event.
 
+        ``files``: ids of uploaded files to attach (``POST /v1/files``, upload, complete;
+        at most 10): yours, ready, and not attached to another channel.
+
         Raises :class:`PublishError` if the server refuses it, :class:`ValueError` for a
         malformed argument, :class:`ConnectionClosed` if the client stopped for good.
         """
         check_channel(channel)
         check_body(body)
+        if len(files) > 10:
+            raise ValueError("at most 10 files per message")
         cmid = self._cmid(cmid)
         ack_channel = channel
         if thread is not None:
@@ -218,7 +229,7 @@ class Client:
             with contextlib.suppress(ValueError):
                 ack_channel = thread_channel(channel, message_offset(thread))
         self._check_body_limit(channel, cmid, body)
-        frame = f.Publish(channel=channel, cmid=cmid, body=body, thread=thread)
+        frame = f.Publish(channel=channel, cmid=cmid, body=body, thread=thread, files=list(files))
         return await self._call(frame, ack_channel)
 
     async def edit(

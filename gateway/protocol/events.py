@@ -142,6 +142,7 @@ def record_frame(r: Record) -> f.ServerFrame:
             body=r.body,
             ts=r.ts,
             thread=r.thread,
+            files=list(r.files),
         )
     p = _DECODERS[r.kind].decode(r.body)
     c, o, e, ts, by = r.channel, r.offset, r.epoch, r.ts, r.sender

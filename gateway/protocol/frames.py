@@ -71,6 +71,7 @@ SessionId = Annotated[str, Meta(min_length=1, max_length=64)]
 Nonce = Annotated[int, Meta(ge=0, le=2**53)]
 UserId = Annotated[str, Meta(min_length=1, max_length=128)]
 Emoji = Annotated[str, Meta(min_length=1, max_length=64)]
+FileId = Annotated[str, Meta(pattern="^f[0-9a-f]{24}$")]
 Version = Annotated[int, Meta(ge=1, le=2**31)]
 
 
@@ -119,6 +120,9 @@ class Publish(ClientFrame, tag="publish", frozen=True):
     cmid: ClientMsgId
     body: Body
     thread: MessageId | None = None
+    # uploaded files (POST /v1/files, then complete) to attach: yours, ready, not attached
+    # to another channel
+    files: Annotated[list[FileId], Meta(max_length=10)] = []
 
 
 class Edit(ClientFrame, tag="edit", frozen=True):
@@ -280,6 +284,7 @@ class MessageEvent(ServerFrame, tag="message", frozen=True):
     body: str
     ts: int
     thread: str | None = None
+    files: list[str] = []  # attached file ids: GET /v1/files/{id} for each
 
 
 class Ack(ServerFrame, tag="ack", frozen=True):

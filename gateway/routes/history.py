@@ -52,6 +52,7 @@ async def history_entries(
                 "body": r.body if st.body is None else st.body,
                 "ts": r.ts,
                 "thread": r.thread,
+                "files": list(r.files),
                 "version": st.version,
                 "deleted": st.deleted,
                 "edited_ms": st.edited_ms,

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS messages (
     ts       INTEGER NOT NULL,
     thread   TEXT,
     kind     TEXT NOT NULL DEFAULT '',
+    files    TEXT NOT NULL DEFAULT '',  -- attached file ids, space-separated
     PRIMARY KEY (channel, "offset")
 );  -- a rowid table: appends land on few pages (measured faster than WITHOUT ROWID)
 CREATE UNIQUE INDEX IF NOT EXISTS messages_cmid ON messages (channel, sender, cmid);
@@ -72,21 +73,34 @@ CREATE INDEX IF NOT EXISTS messages_sender ON messages (channel, sender, "offset
     WHERE kind = '';
 """
 
-_COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread, kind'
-_INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = 'channel, "offset", epoch, id, sender, cmid, body, ts, thread, kind, files'
+_INSERT = f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT = f"SELECT {_COLUMNS} FROM messages"
 
 
-_Row = tuple[str, int, str, str, str, str, str, int, str | None, str]
+_Row = tuple[str, int, str, str, str, str, str, int, str | None, str, str]
 
 
 def _row(record: Record) -> _Row:
     r = record
-    return (r.channel, r.offset, r.epoch, r.id, r.sender, r.cmid, r.body, r.ts, r.thread, r.kind)
+    files = " ".join(r.files)
+    return (
+        r.channel,
+        r.offset,
+        r.epoch,
+        r.id,
+        r.sender,
+        r.cmid,
+        r.body,
+        r.ts,
+        r.thread,
+        r.kind,
+        files,
+    )
 
 
 def _record(row: _Row) -> Record:
-    return Record(*row)
+    return Record(*row[:10], tuple(row[10].split()) if row[10] else ())
 
 
 _MAX_OPS_PER_CALL = 256
@@ -310,6 +324,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
     if "kind" not in columns:  # before message events (edits, reactions, ...)
         conn.execute("ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT ''")
+    if "files" not in columns:  # before attachments
+        conn.execute("ALTER TABLE messages ADD COLUMN files TEXT NOT NULL DEFAULT ''")
     conn.executescript(_INDEXES)
 
 

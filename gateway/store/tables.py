@@ -393,6 +393,8 @@ def message_item(r: Record) -> dict[str, dict[str, str]]:
     }
     if r.thread is not None:
         item["thread"] = {"S": r.thread}
+    if r.files:
+        item["files"] = {"L": [{"S": f} for f in r.files]}  # type: ignore[dict-item]
     if r.kind:
         item["kind"] = {"S": r.kind}
     else:  # messages only: the search index is sparse
@@ -409,6 +411,7 @@ def item_record(item: dict[str, Any]) -> Record:
     """The record a messages-table item holds."""
     thread = item.get("thread")
     kind = item.get("kind")
+    files = item.get("files")
     return Record(
         channel=item["channel"]["S"],
         offset=int(item["offset"]["N"]),
@@ -420,6 +423,7 @@ def item_record(item: dict[str, Any]) -> Record:
         ts=int(item["ts"]["N"]),
         thread=None if thread is None else thread["S"],
         kind="" if kind is None else kind["S"],
+        files=() if files is None else tuple(f["S"] for f in files["L"]),
     )
 
 

@@ -64,6 +64,26 @@ async def test_append_assigns_offsets_one_by_one(bus: Bus) -> None:
     assert offsets(more) == list(range(3, 33))
 
 
+async def test_kind_and_files_survive_every_path(bus: Bus) -> None:
+    """Events (``kind``) and attachments (``files``) come back alike from the append,
+    a retry, a read and a live tail."""
+    files = ("f" + "a" * 24, "f" + "b" * 24)
+    async with bus.open_tail("room", 0) as tail:
+        m = await bus.append("room", sender="u", cmid="m", body="see", files=files)
+        e = await bus.append("room", sender="u", cmid="~r:m", body="{}", kind="react")
+        got = []
+        with trio.fail_after(10):
+            async for batch in tail:
+                got += batch
+                if len(got) >= 2:
+                    break
+    again = await bus.append("room", sender="u", cmid="m", body="see", files=files)
+    assert again.duplicate
+    read = list(await bus.read("room", 0, 10))
+    for records in ([m.record, e.record], [again.record, e.record], read, got):
+        assert [(r.kind, r.files) for r in records] == [("", files), ("react", ())]
+
+
 async def test_channels_have_independent_logs(bus: Bus) -> None:
     await send(bus, "a", 3)
     b = await send(bus, "b", 2)

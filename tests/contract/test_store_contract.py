@@ -21,6 +21,7 @@ def rec(
     body: str | None = None,
     thread: str | None = None,
     kind: str = "",
+    files: tuple[str, ...] = (),
 ) -> Record:
     return Record(
         channel=channel,
@@ -33,6 +34,7 @@ def rec(
         ts=1_700_000_000_000 + offset,
         thread=thread,
         kind=kind,
+        files=files,
     )
 
 
@@ -113,6 +115,7 @@ async def test_records_round_trip_every_field(store: MessageStore) -> None:
         rec("general", 2, epoch, body="héllo ✓ 🎉\n\"'", thread=f"{epoch}-1"),
         rec("general", 3, epoch, body="b" * 16_384),
         rec("general", 4, epoch, body='{"id": "x"}', kind="react"),
+        rec("general", 5, epoch, files=("f" + "0" * 24, "f" + "1" * 24)),
     ]
     await store.write(records)
     assert list(await store.read("general", 0, 10)) == records

@@ -14,10 +14,12 @@ import trio
 
 from gateway.app import Gateway, open_gateway
 from gateway.errors import StoreUnavailable
+from gateway.protocol import frames as f
 from gateway.store.files import content_disposition
 from gateway.store.tables import create_bucket
 from tests.aws import connect
-from tests.conftest import make_settings
+from tests.conftest import make_settings, token
+from tests.rawclient import LOG_EVENTS, raw_client
 from tests.routes.domain_helpers import (
     auth,
     check_error,
@@ -363,3 +365,33 @@ async def test_files_on_s3(tmp_path: Path, moto_url: str, monkeypatch: pytest.Mo
 
             r = await http.put(f"/v1/blobs/{created['id']}", content=b"1234")
             check_error(r, 404, "not_found")  # no local blob routes with S3
+
+
+async def test_a_message_attaches_files_and_carries_them(gateway: Gateway) -> None:
+    with trio.fail_after(T):
+        async with http_client(gateway) as http:
+            await make_user(http, "alice")
+            ws = await make_workspace(http, "alice", {"bob": "member"})
+            channel = (await make_channel(http, ws, "alice", "general"))["id"]
+            await gateway.node.domain.join_channel(channel, "bob", actor="bob")
+            file_id = await uploaded(http)
+            pending = (await slot(http, "alice", name="later.txt"))["id"]
+            async with (
+                raw_client(gateway.ws_url, token=token("alice")) as alice,
+                raw_client(gateway.ws_url, token=token("bob")) as bob,
+            ):
+                for c in (alice, bob):
+                    await c.subscribe(channel)
+                await alice.send(f.Publish(channel=channel, cmid="p1", body="see", files=[pending]))
+                err = await alice.expect(f.Error, skip=LOG_EVENTS)
+                assert (err.code, err.ref) == ("conflict", "p1")  # not uploaded yet
+                await bob.send(f.Publish(channel=channel, cmid="b1", body="x", files=[file_id]))
+                err = await bob.expect(f.Error, skip=LOG_EVENTS)
+                assert err.code == "not_found"  # not bob's file
+                await alice.send(f.Publish(channel=channel, cmid="p2", body="see", files=[file_id]))
+                msg = await bob.expect(f.MessageEvent, skip=LOG_EVENTS)
+                assert (msg.body, msg.files) == ("see", [file_id])
+            r = await http.get(f"/v1/files/{file_id}", headers=auth("bob"))
+            assert r.status_code == 200 and r.json()["file"]["channel"] == channel
+            page = await http.get(f"/v1/channels/{channel}/messages", headers=auth("bob"))
+            assert page.json()["messages"][-1]["files"] == [file_id]
