@@ -19,11 +19,14 @@ import textwrap
 import time
 from collections.abc import Sequence
 
+from gateway.actors.messages import MessageService
 from gateway.bus.base import Bus
 from gateway.domain.errors import AlreadyExists
 from gateway.domain.model import Channel, ChannelKind, Role, check_participants, dm_channel_id
 from gateway.model import Record
+from gateway.protocol.frames import Publish
 from gateway.store.domain import MAX_PAGE, DomainStore
+from gateway.store.message_state import MessageStateStore
 
 __all__ = [
     "CHANNELS",
@@ -116,7 +119,9 @@ class SeedReport:
         return next(c for c in self.channels if c.label == label)
 
 
-async def seed(domain: DomainStore, bus: Bus, *, now_ms: int | None = None) -> SeedReport:
+async def seed(
+    domain: DomainStore, bus: Bus, states: MessageStateStore, *, now_ms: int | None = None
+) -> SeedReport:
     """Load the demo workspace (see the module docstring); safe to run again.
 
     ``now_ms`` only stamps the report (``at_ms``): records carry their stores' own times.
@@ -169,6 +174,7 @@ async def seed(domain: DomainStore, bus: Bus, *, now_ms: int | None = None) -> S
             label, conversation.id, ChannelKind.DM, conversation.participants
         )
 
+    messages = MessageService(bus, states, domain)
     added = existing = 0
     seen: dict[str, dict[tuple[str, str], Record]] = {}
     ids: dict[str, str] = {}  # cmid -> message id, for thread replies
@@ -179,7 +185,9 @@ async def seed(domain: DomainStore, bus: Bus, *, now_ms: int | None = None) -> S
         record = seen[log].get((sender, cmid))
         if record is None:
             thread = ids[parent] if parent is not None else None
-            appended = await bus.append(log, sender=sender, cmid=cmid, body=body, thread=thread)
+            # as a client's publish: a reply goes to the thread's log, with its summary
+            frame = Publish(channel=log, cmid=cmid, body=body, thread=thread)
+            appended = await messages.publish(sender, frame)
             record = appended.record
             if appended.duplicate:
                 existing += 1

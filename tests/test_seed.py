@@ -18,6 +18,8 @@ from gateway.domain.model import ChannelKind, Role, dm_channel_id
 from gateway.seed import SeedConflict, SeedReport, seed
 from gateway.store.domain import MAX_PAGE, DomainStore
 from gateway.store.domain_sqlite import open_sqlite_domain_store
+from gateway.store.message_state import MessageStateStore
+from gateway.store.message_state_sqlite import open_sqlite_message_state
 from gateway.store.sqlite import open_sqlite_store
 from tests.conftest import SECRET, make_settings, token
 
@@ -26,14 +28,15 @@ DEADLINE = 30
 
 
 @asynccontextmanager
-async def open_site(root: Path) -> AsyncIterator[tuple[DomainStore, Bus]]:
+async def open_site(root: Path) -> AsyncIterator[tuple[DomainStore, Bus, MessageStateStore]]:
     """The stores the app opens, in ``root``: the domain store, a memory bus on SQLite."""
     async with (
         open_sqlite_domain_store(str(root / "domain.sqlite3"), CURSOR_KEY) as domain,
         open_sqlite_store(str(root / "messages.sqlite3")) as store,
         open_memory_bus(store) as bus,
+        open_sqlite_message_state(str(root / "message-state.sqlite3")) as states,
     ):
-        yield domain, bus
+        yield domain, bus, states
 
 
 async def snapshot(domain: DomainStore, bus: Bus, report: SeedReport) -> dict[str, object]:
@@ -55,8 +58,8 @@ async def snapshot(domain: DomainStore, bus: Bus, report: SeedReport) -> dict[st
 
 async def test_seed_loads_the_demo_workspace_once(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE):
-        async with open_site(tmp_path) as (domain, bus):
-            first = await seed(domain, bus, now_ms=1234)
+        async with open_site(tmp_path) as (domain, bus, states):
+            first = await seed(domain, bus, states, now_ms=1234)
             assert first.at_ms == 1234 and first.messages_added == 9
             assert "workspace acme" in first.created and "channel #design" in first.created
 
@@ -93,31 +96,35 @@ async def test_seed_loads_the_demo_workspace_once(tmp_path: Path) -> None:
             assert conversation.participants == ("alice", "bob", "carol")
 
             general = list(await bus.read(channels["general"].id, 0, 100))
-            assert [r.sender for r in general] == ["alice", "bob", "carol", "alice", "dave"]
-            assert [r.thread for r in general] == [None, None, None, general[2].id, None]
+            messages = [r for r in general if not r.kind]
+            assert [r.sender for r in messages] == ["alice", "bob", "carol", "dave"]
+            assert [r.kind for r in general] == ["", "", "", "thread", ""]  # the summary
+            thread = list(await bus.read(f"{general[2].channel}:t{general[2].offset}", 0, 10))
+            assert [(r.sender, r.thread) for r in thread] == [("alice", general[2].id)]
+            assert (await states.get_states(general[2].channel, [3]))[3].replies == 1
             assert len(await bus.read(channels["design"].id, 0, 100)) == 2
             assert [r.sender for r in await bus.read(dm, 0, 100)] == ["alice", "bob"]
             assert await bus.read(group, 0, 100) == []
 
-            again = await seed(domain, bus)
+            again = await seed(domain, bus, states)
             assert again.created == ()
             assert (again.messages_added, again.messages_existing) == (0, 9)
             assert again.channels == first.channels
             assert await snapshot(domain, bus, again) == state
 
-        async with open_site(tmp_path) as (domain, bus):  # a fresh process: no caches
-            third = await seed(domain, bus)
+        async with open_site(tmp_path) as (domain, bus, states):  # a fresh process: no caches
+            third = await seed(domain, bus, states)
             assert third.created == () and third.messages_added == 0
             assert await snapshot(domain, bus, third) == state
 
 
 async def test_seed_refuses_a_workspace_it_did_not_make(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE):
-        async with open_site(tmp_path) as (domain, bus):
+        async with open_site(tmp_path) as (domain, bus, states):
             await domain.create_user("mallory", "m@acme.example", "Mallory")
             await domain.create_workspace("Not Acme", owner="mallory", workspace_id="acme")
             with pytest.raises(SeedConflict, match="another owner"):
-                await seed(domain, bus)
+                await seed(domain, bus, states)
 
 
 async def test_seed_command_then_a_node_serves_the_history(tmp_path: Path) -> None:
@@ -148,8 +155,8 @@ async def test_seed_command_then_a_node_serves_the_history(tmp_path: Path) -> No
                 body = r.json()
                 assert body["head"] == 5
                 messages = body["messages"]
-                assert [m["sender"] for m in messages] == ["alice", "bob", "carol", "alice", "dave"]
+                assert [m["sender"] for m in messages] == ["alice", "bob", "carol", "dave"]
                 assert messages[0]["body"].startswith("Welcome to Acme")
-                assert messages[3]["thread"] == messages[2]["id"]
+                assert (messages[2]["replies"], messages[2]["participants"]) == (1, ["alice"])
                 r = await http.get(f"/v1/channels/{dm_channel_id('acme', ['bob'])}/messages")
                 assert r.status_code == 403  # the token is for #general only

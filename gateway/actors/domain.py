@@ -130,6 +130,8 @@ class DomainService:
     async def join_channel(self, channel: str, user: str, *, actor: str) -> bool:
         joined = await self.store.join_channel(channel, user, actor=actor)
         if joined:
+            # a newcomer has read what came before (else all history would be unread)
+            await self._node.reads.mark_read(user, channel, 2**53)
             await self._member_event(channel, actor, user, joined=True)
         return joined
 

@@ -40,7 +40,11 @@ _MANAGERS = (Role.OWNER, Role.ADMIN)
 
 class MessageService:
     def __init__(
-        self, bus: Bus, states: MessageStateStore, domain: DomainStore, files: FileService
+        self,
+        bus: Bus,
+        states: MessageStateStore,
+        domain: DomainStore,
+        files: FileService | None = None,
     ) -> None:
         self.bus = bus
         self.states = states
@@ -169,6 +173,8 @@ class MessageService:
         retry with the same cmid attaches again harmlessly)."""
         if not frame.files:
             return ()
+        if self.files is None:
+            raise InvalidField("this service takes no attachments", field="files")
         attached = await self.files.attach(user, frame.files, log)
         return tuple(r.id for r in attached)
 

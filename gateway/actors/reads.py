@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.actors.access import is_domain_channel, thread_parent, user_channel
 from gateway.bus import Bus
+from gateway.domain.errors import DomainError
 from gateway.domain.mentions import parse_mentions
 from gateway.errors import GatewayError
 from gateway.model import Position, Record
@@ -39,20 +40,49 @@ NOTIFICATION_TTL_MS = 30 * 86_400_000  # notifications expire after 30 days
 _DM_CACHE = 10_000  # DM participant sets kept (they never change)
 
 
+MAX_BACKLOG = 100_000  # records waiting to be counted while the read-state store fails
+
+
 class NotingStore:
-    """A :class:`MessageStore` that reports every successful ``write`` to ``on_written``."""
+    """A :class:`MessageStore` that reports every successful ``write`` to ``on_written``.
+
+    A failure of ``on_written`` does not fail the write (the messages are durable and
+    acked; counting is secondary): the records wait in a backlog, in order, and are
+    reported again, before the new ones, with the next write. ``on_written`` must be
+    idempotent. Past :data:`MAX_BACKLOG` the oldest are dropped (logged): their messages
+    are then never counted nor notified."""
 
     def __init__(self, inner: MessageStore) -> None:
         self.inner = inner
         self.on_written: Callable[[Sequence[Record]], Awaitable[None]] | None = None
+        self.backlog: list[Record] = []
 
     async def open_log(self, channel: str) -> Position:
         return await self.inner.open_log(channel)
 
     async def write(self, records: Sequence[Record]) -> None:
         await self.inner.write(records)
-        if self.on_written is not None and records:
-            await self.on_written(records)
+        if self.on_written is None or not (records or self.backlog):
+            return
+        todo = [*self.backlog, *records]
+        try:
+            await self.on_written(todo)
+        except DomainError as exc:  # a refusal a retry would repeat: give up on these
+            log.error("records not counted", extra={"error": str(exc), "records": len(todo)})
+            self.backlog = []
+        except GatewayError as exc:  # unavailable: try again with the next write
+            if len(todo) > MAX_BACKLOG:
+                log.error(
+                    "read state backlog full: dropping", extra={"dropped": len(todo) - MAX_BACKLOG}
+                )
+                todo = todo[-MAX_BACKLOG:]
+            if not self.backlog:
+                log.warning(
+                    "counting failed; retried with the next write", extra={"error": str(exc)}
+                )
+            self.backlog = todo
+        else:
+            self.backlog = []
 
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         return await self.inner.read(channel, after, limit)

@@ -77,6 +77,13 @@ class Bus(Protocol):
         """Records with ``offset > after``, in order, at most ``limit``."""
         ...
 
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """Search: ``sender``'s messages below ``before``, newest first, from the message
+        store (what is not yet written behind is not found)."""
+        ...
+
     def open_tail(
         self, channel: str, after: int, on_ephemeral: EphemeralHandler | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[Sequence[Record]]]:

@@ -242,6 +242,12 @@ class MemoryBus:
         """Committed records with ``offset > after``, in order, at most ``limit``."""
         return await self._read(await self._channel(channel), after, limit)
 
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """From the store (every acked record is there: appends commit before the ack)."""
+        return await self._store.read_by_sender(channel, sender, before, limit)
+
     def on_revoke(self, handler: RevokeHandler) -> None:
         """One process, no other nodes: nothing to call."""
 

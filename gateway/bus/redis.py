@@ -192,6 +192,12 @@ class RedisBus:
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         return await self._read(await self._chan(channel), after, limit)
 
+    async def read_by_sender(
+        self, channel: str, sender: str, before: int, limit: int
+    ) -> Sequence[Record]:
+        """From the message store: what is not yet written behind is not found."""
+        return await self.store.read_by_sender(channel, sender, before, limit)
+
     def on_revoke(self, handler: RevokeHandler) -> None:
         self._revoke_handler = handler
 

@@ -10,6 +10,7 @@ marked read by id or all at once.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -20,6 +21,7 @@ from quart_trio import QuartTrio
 
 from gateway.actors.access import channel_access
 from gateway.errors import ErrorCode
+from gateway.protocol.frames import CHANNEL_PATTERN
 from gateway.routes.domain_common import (
     HttpError,
     authenticate,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register_read_routes"]
 
+_channel_re = re.compile(CHANNEL_PATTERN)
+
 
 class ReadBody(msgspec.Struct, forbid_unknown_fields=True):
     offset: Annotated[int, Meta(ge=1, le=2**53)]
@@ -52,6 +56,8 @@ class MarkBody(msgspec.Struct, forbid_unknown_fields=True):
 def register_read_routes(app: QuartTrio, node: Node) -> None:
     async def readable(channel: str) -> str:
         identity = await authenticate(node)
+        if not _channel_re.match(channel):
+            raise HttpError(400, ErrorCode.INVALID_FIELD, "invalid channel name", field="channel")
         grant = await channel_access(node.domain, identity, channel)
         if not grant.access:
             raise HttpError(404, ErrorCode.NOT_FOUND, "no such channel", reason="channel")

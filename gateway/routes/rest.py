@@ -115,10 +115,11 @@ def create_rest_app(node: Node) -> QuartTrio:
 
     @app.get("/v1/channels/<channel>/messages")
     async def history(channel: str) -> Response:
-        """A page of a channel's log: ``after=N`` (ascending from N+1) or ``before=N``
-        (the page just below N), ``limit`` 1..200 entries. Messages come with their
-        current state; other entries (edits, reactions, ...) only with ``events=true``,
-        so a page may hold fewer than ``limit`` messages."""
+        """A page of a channel's log: ``after=N`` (ascending from N+1), ``before=N`` (the
+        page just below N) or ``around=N`` (N in the middle), ``limit`` 1..200 entries;
+        ``author=U``: search, U's newest messages (below ``before``), ascending. Messages
+        come with their current state; other entries (edits, reactions, ...) only with
+        ``events=true``, so a page may hold fewer than ``limit`` messages."""
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             return _error(401, ErrorCode.NOT_AUTHENTICATED, "send Authorization: Bearer <token>")
@@ -144,25 +145,44 @@ def create_rest_app(node: Node) -> QuartTrio:
             limit = int(args.get("limit", "50"))
             after = int(args["after"]) if "after" in args else None
             before = int(args["before"]) if "before" in args else None
+            around = int(args["around"]) if "around" in args else None
         except ValueError:
-            return _error(400, ErrorCode.INVALID_FIELD, "after, before and limit are integers")
-        if not 1 <= limit <= MAX_PAGE or (after is not None and before is not None):
             return _error(
-                400, ErrorCode.INVALID_FIELD, f"limit 1..{MAX_PAGE}; give after or before, not both"
+                400, ErrorCode.INVALID_FIELD, "after, before, around and limit are integers"
             )
-        if (after is not None and after < 0) or (before is not None and before < 1):
-            return _error(400, ErrorCode.INVALID_FIELD, "after >= 0, before >= 1")
+        author = args.get("author")
+        given = sum(x is not None for x in (after, before, around))
+        if not 1 <= limit <= MAX_PAGE or given > 1:
+            return _error(
+                400,
+                ErrorCode.INVALID_FIELD,
+                f"limit 1..{MAX_PAGE}; give at most one of after, before, around",
+            )
+        if author is not None and (after is not None or around is not None):
+            return _error(400, ErrorCode.INVALID_FIELD, "author pages go backward: use before")
+        if author is not None and not 1 <= len(author) <= 128:
+            return _error(400, ErrorCode.INVALID_FIELD, "author is a user id (1..128 chars)")
+        if (after is not None and after < 0) or any(
+            x is not None and x < 1 for x in (before, around)
+        ):
+            return _error(400, ErrorCode.INVALID_FIELD, "after >= 0, before >= 1, around >= 1")
         try:
             head = await node.bus.head(channel)
-            if before is None and after is None:
-                before = head.offset + 1  # default: the newest page
-            if before is not None:
+            if author is not None:  # search: the author's newest messages below `before`
+                found = await node.bus.read_by_sender(
+                    channel, author, before or head.offset + 1, limit
+                )
+                records = list(reversed(found))
+            elif around is not None:  # the page with `around` in its middle
+                records = list(await node.bus.read(channel, max(0, around - 1 - limit // 2), limit))
+            elif after is not None:
+                records = list(await node.bus.read(channel, after, limit))
+            else:
+                before = head.offset + 1 if before is None else before  # default: newest
                 start = max(0, before - 1 - limit)
                 records = [
                     r for r in await node.bus.read(channel, start, limit) if r.offset < before
                 ]
-            else:
-                records = list(await node.bus.read(channel, after or 0, limit))
             entries = await history_entries(node.messages.states, channel, records, events=events)
         except GatewayError as exc:
             return _error(503, exc.code, exc.message)

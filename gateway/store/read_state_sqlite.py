@@ -1,6 +1,6 @@
 """SQLite read-state store: read cursors, unread counts, receipts, notifications in one file.
 
-Its own file (``<data_dir>/read_state.sqlite3`` by convention), neither the message
+Its own file (``<data_dir>/read-state.sqlite3`` by convention), neither the message
 store's nor the domain or message-state stores': SQLite has one writer per file, and
 read marks arrive at least at message rate (every member reads every channel), so their
 transactions must not queue behind message commits nor other stores' transactions

@@ -175,3 +175,37 @@ async def test_thread_replies_notify_the_author_and_participants(gateway: Gatewa
             assert await kinds("alice") == [("reply", "carol"), ("reply", "bob")]
             assert await kinds("bob") == [("reply", "carol")]
             assert await kinds("carol") == []
+
+
+async def test_counting_failures_do_not_fail_messages_and_catch_up(gateway: Gateway) -> None:
+    general, _ = await _setup(gateway)
+    noting = gateway.node.reads
+    real = noting.store.note_message
+    calls = {"fail": True}
+
+    async def flaky(*args: Any, **kw: Any) -> bool:
+        if calls["fail"]:
+            from gateway.errors import StoreUnavailable
+
+            raise StoreUnavailable("read state down")
+        return await real(*args, **kw)
+
+    noting.store.note_message = flaky  # type: ignore[method-assign]
+    with trio.fail_after(20):
+        async with (
+            raw_client(gateway.ws_url, token=token("bob")) as bob,
+            httpx.AsyncClient(base_url=gateway.http_url) as http,
+        ):
+            await bob.subscribe(general)
+            await _post(bob, general, "b1", "one")  # acked although counting failed
+            await _post(bob, general, "b2", "two @alice")
+            r = await http.get(
+                "/v1/users/me/unread", params={"workspace": "w"}, headers=_auth("alice")
+            )
+            assert r.json()["channels"][general]["messages"] == 0
+            calls["fail"] = False
+            await _post(bob, general, "b3", "three")  # the backlog goes first, in order
+            r = await http.get(
+                "/v1/users/me/unread", params={"workspace": "w"}, headers=_auth("alice")
+            )
+            assert r.json()["channels"][general] == {"messages": 3, "mentions": 1, "read_offset": 0}

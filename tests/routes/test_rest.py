@@ -55,6 +55,35 @@ async def test_history_pages(gateway: Gateway) -> None:
             assert [m["offset"] for m in r.json()["messages"]] == [9, 10, 11]
             r = await http.get("/v1/channels/hist/messages", params={"before": 2, "limit": 50})
             assert [m["body"] for m in r.json()["messages"]] == ["m0"]
+            r = await http.get("/v1/channels/hist/messages", params={"around": 6, "limit": 5})
+            assert [m["offset"] for m in r.json()["messages"]] == [4, 5, 6, 7, 8]
+            r = await http.get("/v1/channels/hist/messages", params={"around": 1, "limit": 3})
+            assert [m["offset"] for m in r.json()["messages"]] == [1, 2, 3]
+
+
+async def test_history_search_by_author(gateway: Gateway) -> None:
+    async with (
+        raw_client(gateway.ws_url, token=token("alice")) as alice,
+        raw_client(gateway.ws_url, token=token("bob")) as bob,
+    ):
+        for c in (alice, bob):
+            await c.subscribe("s")
+        for i in range(6):
+            c = (alice, bob)[i % 2]
+            await c.send(f.Publish(channel="s", cmid=f"c{i}", body=f"m{i}"))
+            await c.expect(f.Ack, skip=(f.MessageEvent,))
+    auth = {"authorization": f"Bearer {token('carol')}"}
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=gateway.http_url, headers=auth) as http:
+            r = await http.get("/v1/channels/s/messages", params={"author": "bob"})
+            assert [m["body"] for m in r.json()["messages"]] == ["m1", "m3", "m5"]
+            r = await http.get(
+                "/v1/channels/s/messages", params={"author": "alice", "before": 5, "limit": 1}
+            )
+            assert [m["offset"] for m in r.json()["messages"]] == [3]
+            for bad in ({"author": "bob", "after": 1}, {"author": "x" * 129}, {"around": 0}):
+                r = await http.get("/v1/channels/s/messages", params=bad)
+                assert r.status_code == 400, bad
 
 
 async def test_history_errors(gateway: Gateway) -> None:
@@ -74,6 +103,7 @@ async def test_history_errors(gateway: Gateway) -> None:
                 {"limit": 999},
                 {"after": "x"},
                 {"after": 1, "before": 5},
+                {"around": 3, "before": 5},
                 {"before": 0},
                 {"after": -1},
             ):
