@@ -3,12 +3,14 @@
 Used by :mod:`gateway.store.dynamodb` (names, attributes, the message item codec), by
 :mod:`gateway.store.domain_dynamodb` (the domain table), by
 :mod:`gateway.store.message_state_dynamodb` (the message-state tables), by
-:mod:`gateway.store.files_dynamodb` (the file records), by the test fixtures
+:mod:`gateway.store.files_dynamodb` (the file records), by
+:mod:`gateway.store.read_state_dynamodb` (the read-state tables), by the test fixtures
 (to create tables in moto) and by deployment code. Application code never creates tables:
 each store calls :func:`check_tables` for its own tables (:data:`MESSAGE_TABLES`,
-:data:`DOMAIN_TABLES`, :data:`MESSAGE_STATE_TABLES`, :data:`FILES_TABLES`) and refuses
-to start if something is missing; :func:`create_tables` is for fixtures and deployment only
-(pass :data:`TABLES` for every table).
+:data:`DOMAIN_TABLES`, :data:`MESSAGE_STATE_TABLES`, :data:`FILES_TABLES`,
+:data:`READ_STATE_TABLES`) and refuses to start if something is missing;
+:func:`create_tables` is for fixtures and deployment only (pass :data:`TABLES` for every
+table).
 
 Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
 
@@ -44,14 +46,27 @@ Every name derives from a prefix (``[A-Za-z0-9_.-]``, e.g. ``"chat-prod"``):
                        ``expires_ms`` (N), the keys of the sparse GSI ``pending_by_owner``
                        (keys only) that counts a user's open upload slots, and ``expires``
                        (the TTL: pending records are deleted a day after they lapse).
+``<prefix>-read-cursors``
+                       one item per (channel, user) read cursor and delivered offset. Key
+                       ``channel`` (S) + ``user`` (S).
+``<prefix>-unread``    the running counts behind unread badges: per channel a head item,
+                       one item per noted message, per sender and mentioned user a mark
+                       item and a summary item. Key ``channel`` (S) + ``sk`` (S).
+``<prefix>-notifications``
+                       one item per (user, notification). Key ``user`` (S) + ``id`` (S);
+                       LSIs ``by_created`` (``ck``) and the sparse ``unread`` (``uk``),
+                       TTL on ``expires``. The three read-state tables' items are in
+                       ``docs/data-model.md`` and
+                       :mod:`gateway.store._read_state_dynamo_items`.
 
 The S3 bucket of uploaded files (:data:`FILES_BUCKET`, named by configuration, not by the
 prefix) is defined here too: :func:`check_bucket` for the blob store at startup,
 :func:`create_bucket` for fixtures and deployment.
 
-No GSI is needed: every read is one key lookup or one range query on a primary key. The
-messages, cmids, message-state and reactions tables have TTL enabled on ``expires`` (epoch
-seconds); the stores never set it, so nothing expires until a retention policy does.
+No GSI is needed: every read is one key lookup or one range query on a primary key or an
+LSI (strongly consistent). The messages, cmids, message-state, reactions and unread
+tables have TTL enabled on ``expires`` (epoch seconds); the stores never set it, so
+nothing expires until a retention policy does. Notifications set it (their expiry).
 Capacity: on demand.
 """
 
@@ -83,10 +98,16 @@ __all__ = [
     "MESSAGE_STATE",
     "MESSAGE_STATE_TABLES",
     "MESSAGE_TABLES",
+    "NOTIFICATIONS",
+    "NOTIFICATIONS_BY_CREATED",
+    "NOTIFICATIONS_UNREAD",
     "PENDING_BY_OWNER",
     "REACTIONS",
+    "READ_CURSORS",
+    "READ_STATE_TABLES",
     "TABLES",
     "TTL_ATTRIBUTE",
+    "UNREAD",
     "BucketSpec",
     "TableSpec",
     "channel_sender",
@@ -111,7 +132,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-    """One table: its name suffix, key schema, GSIs, TTL attribute and whether
+    """One table: its name suffix, key schema, GSIs, LSIs, TTL attribute and whether
     point-in-time recovery is on."""
 
     suffix: str
@@ -119,8 +140,9 @@ class TableSpec:
     range_key: tuple[str, str] | None = None
     gsis: tuple[dict[str, Any], ...] = ()  # GlobalSecondaryIndexes entries, as the API takes
     ttl: str | None = None
-    gsi_keys: tuple[tuple[str, str], ...] = ()  # (attribute, type) of GSI keys not in the key
+    gsi_keys: tuple[tuple[str, str], ...] = ()  # (attribute, type) of index keys not in the key
     pitr: bool = False
+    lsis: tuple[dict[str, Any], ...] = ()  # LocalSecondaryIndexes entries, as the API takes
 
     def name(self, prefix: str) -> str:
         return table_name(prefix, self.suffix)
@@ -146,6 +168,8 @@ class TableSpec:
         }
         if self.gsis:
             params["GlobalSecondaryIndexes"] = list(self.gsis)
+        if self.lsis:
+            params["LocalSecondaryIndexes"] = list(self.lsis)
         return params
 
 
@@ -193,7 +217,36 @@ FILES = TableSpec(
     gsi_keys=(("pending_owner", "S"), ("expires_ms", "N")),
 )
 FILES_TABLES = (FILES,)  # gateway.store.files_dynamodb's
-TABLES = (*MESSAGE_TABLES, *DOMAIN_TABLES, *MESSAGE_STATE_TABLES, *FILES_TABLES)  # every table
+READ_CURSORS = TableSpec("read-cursors", ("channel", "S"), ("user", "S"))
+UNREAD = TableSpec("unread", ("channel", "S"), ("sk", "S"), ttl=TTL_ATTRIBUTE)
+NOTIFICATIONS_BY_CREATED = "by_created"  # notifications, newest first: (user, ck)
+NOTIFICATIONS_UNREAD = "unread"  # the unread ones (sparse): (user, uk)
+NOTIFICATIONS = TableSpec(
+    "notifications",
+    ("user", "S"),
+    ("id", "S"),
+    ttl=TTL_ATTRIBUTE,
+    lsis=tuple(
+        {
+            "IndexName": index,
+            "KeySchema": [
+                {"AttributeName": "user", "KeyType": "HASH"},
+                {"AttributeName": attribute, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+        for index, attribute in ((NOTIFICATIONS_BY_CREATED, "ck"), (NOTIFICATIONS_UNREAD, "uk"))
+    ),
+    gsi_keys=(("ck", "S"), ("uk", "S")),
+)
+READ_STATE_TABLES = (READ_CURSORS, UNREAD, NOTIFICATIONS)  # gateway.store.read_state_dynamodb's
+TABLES = (
+    *MESSAGE_TABLES,
+    *DOMAIN_TABLES,
+    *MESSAGE_STATE_TABLES,
+    *FILES_TABLES,
+    *READ_STATE_TABLES,
+)  # every table
 
 
 def table_name(prefix: str, suffix: str) -> str:
@@ -239,6 +292,12 @@ async def check_tables(
         for gsi in spec.gsis:
             if gsi["IndexName"] not in have:
                 problems.append(f"{name}: index {gsi['IndexName']} missing")
+        local = {i["IndexName"]: i for i in table.get("LocalSecondaryIndexes", [])}
+        for lsi in spec.lsis:
+            if lsi["IndexName"] not in local:
+                problems.append(f"{name}: index {lsi['IndexName']} missing")
+            elif local[lsi["IndexName"]].get("KeySchema") != lsi["KeySchema"]:
+                problems.append(f"{name}: index {lsi['IndexName']} has another key schema")
         status = table.get("TableStatus")
         if status not in ("ACTIVE", "UPDATING"):
             problems.append(f"{name}: status {status}")

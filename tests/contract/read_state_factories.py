@@ -10,8 +10,7 @@ context manager yielding a :class:`gateway.store.read_state.ReadStateStore`, suc
   ``site.clock`` (milliseconds; tests move it to expire notifications).
 
 A factory with ``needs_moto = True`` takes moto's server URL as a keyword, which
-``read_opener`` binds (as ``message_state_factories.py`` does); the DynamoDB factory
-comes with the DynamoDB adapter.
+``read_opener`` binds (as ``message_state_factories.py`` does).
 
 The test module imports the fixtures below (``read_opener``, ``read_store``).
 """
@@ -19,6 +18,7 @@ The test module imports the fixtures below (``read_opener``, ``read_store``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -27,7 +27,10 @@ import pytest
 import trio
 
 from gateway.store.read_state import ReadStateStore
+from gateway.store.read_state_dynamodb import open_dynamodb_read_state
 from gateway.store.read_state_sqlite import open_sqlite_read_state
+from gateway.store.tables import READ_STATE_TABLES, check_tables, create_tables
+from tests.aws import connect, one_request_at_a_time
 from tests.contract import DEADLINE
 
 CURSOR_KEY = b"contract-suite-read-state-cursor-key"
@@ -77,9 +80,30 @@ async def sqlite_read_state_interval(site: ReadSite) -> AsyncIterator[ReadStateS
         yield store
 
 
+# -- DynamoDB (moto's server) ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def dynamodb_read_state(site: ReadSite, *, moto_url: str) -> AsyncIterator[ReadStateStore]:
+    # Each site has its own table prefix (the tables are created here, as deployment would).
+    prefix = "r" + hashlib.sha1(f"{site.root}/{site.name}".encode()).hexdigest()[:12]
+    async with connect(moto_url) as aws:
+        one_request_at_a_time(aws)  # moto applies requests non-atomically
+        if await check_tables(aws, prefix, READ_STATE_TABLES):
+            await create_tables(aws, prefix, READ_STATE_TABLES)
+        async with open_dynamodb_read_state(
+            aws, prefix, site.cursor_key, clock=site.clock
+        ) as store:
+            yield store
+
+
+dynamodb_read_state.needs_moto = True  # type: ignore[attr-defined]
+
+
 READ_STATE_FACTORIES = [
     pytest.param(sqlite_read_state, id="sqlite"),
     pytest.param(sqlite_read_state_interval, id="sqlite-interval"),
+    pytest.param(dynamodb_read_state, id="dynamodb"),
 ]
 
 
