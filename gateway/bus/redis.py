@@ -62,6 +62,7 @@ from gateway.bus._redis_chan import (
     entry,
     record,
 )
+from gateway.bus._redis_dirty import DirtyRegistry
 from gateway.bus._tail import CursorTail
 from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
@@ -113,6 +114,7 @@ class RedisBus:
         self.persist_interval = persist_interval
         self.audit_interval = audit_interval
         self.lease_ms = lease_ms
+        self._registry = DirtyRegistry(redis, prefix, lease_ms)
         self.max_idle = max_idle_channels
         self.events_maxlen = events_maxlen  # 0: no integration event stream
         if idempotency_window < 1:
@@ -349,6 +351,7 @@ class RedisBus:
         args.append(int(2 * self.idempotency_window) + 60)
         ids_now, ids_prev = self._ids(ch)
         keys = [ch.meta, ch.log, ids_now, ch.live_name, ids_prev]
+        await self._registry.mark(ch.name)  # before: a crash right after still leaves it
         for _ in range(8):
             reply: list[Any] = await self._script(APPEND, ch, keys, *args)
             if reply[0] == 1:
@@ -473,8 +476,22 @@ class RedisBus:
             if ch.tails and ch.known is not None and head > ch.known:
                 self._start_fill(ch)
         self.backlog = backlog
+        await self._sweep()
         if self._dirty:
             self._work.set()
+
+    async def _sweep(self) -> None:
+        """Take over channels other nodes marked and left unwritten (``_redis_dirty``)."""
+        try:
+            for name, score in await self._registry.stale():
+                ch = await self._chan(name)  # loads it: unwritten records become dirty here
+                m = await self._exec(ch, "HMGET", ch.meta, "head", "persisted")
+                if m[0] is None or int(m[0]) <= int(m[1]):
+                    await self._registry.unmark(name, score)
+                else:
+                    self._dirty.add(name)
+        except StoreUnavailable:
+            return
 
     # -- live delivery ---------------------------------------------------------------------
 
