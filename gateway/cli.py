@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, token, seed, chat, events."""
+"""The ``gateway`` command: serve, check, token, seed, chat, events."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.app import serve
     from gateway.config import Settings, SettingsError
+    from gateway.errors import StoreUnavailable
     from gateway.logs import configure_logging
 
     try:
@@ -26,8 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     try:
         trio.run(serve, settings)
-    except (OSError, BaseExceptionGroup) as exc:  # e.g. the port is taken: no traceback
-        errors = _os_errors(exc)
+    except (OSError, StoreUnavailable, BaseExceptionGroup) as exc:
+        # the port is taken, tables or the bucket are missing, AWS does not answer, ...:
+        # a message, no traceback
+        errors = _startup_errors(exc)
         if not errors:
             raise
         for err in errors:
@@ -36,9 +39,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _os_errors(exc: BaseException) -> list[OSError]:
-    """The OSErrors in ``exc`` if that is all it holds, else an empty list."""
-    return _only(exc, OSError)
+def _startup_errors(exc: BaseException) -> list[Exception]:
+    """The errors in ``exc`` if all are OSErrors or :class:`StoreUnavailable` (missing
+    infrastructure among them), else an empty list."""
+    from gateway.errors import StoreUnavailable
+
+    errors = _only(exc, Exception)
+    if all(isinstance(e, OSError | StoreUnavailable) for e in errors):
+        return errors
+    return []
+
+
+CHECK_HELP = """\
+Check what the node needs, as configured by the GATEWAY_* variables, and print one
+line per resource ("<resource>: ok" or what is wrong): the data dir is writable; with
+GATEWAY_STORE=dynamodb every table under GATEWAY_DYNAMODB_PREFIX (key schema, indexes,
+TTL); the S3 bucket (GATEWAY_S3_BUCKET); Redis answers (GATEWAY_REDIS_URL). Exit status
+0 if all is well, 1 otherwise, 2 for an invalid setting. Creates nothing: deployment
+creates tables and the bucket (gateway.store.tables.create_tables / create_bucket).
+"""
+
+
+def _check(args: argparse.Namespace) -> int:
+    import trio
+
+    from gateway.app import check_infrastructure
+    from gateway.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir)
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    where = f" (tables {settings.dynamodb_prefix}-*)" if settings.store == "dynamodb" else ""
+    print(f"store: {settings.store}{where}", flush=True)
+    checks = trio.run(check_infrastructure, settings)
+    for check in checks:
+        print(check.line(), flush=True)
+    return 0 if all(c.ok for c in checks) else 1
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -118,7 +156,7 @@ def _seed(args: argparse.Namespace) -> int:
             open_stores(settings) as stores,
             open_backends(settings, stores.messages) as (bus, _),
         ):
-            return await seed(stores.domain, bus)
+            return await seed(stores.domain, bus, stores.states)
 
     try:
         report = trio.run(run)
@@ -192,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=None, help="REST port (8001)")
     p.add_argument("--data-dir", default=None, help="where SQLite and the dev secret live")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "check",
+        help="check the data dir, DynamoDB tables, S3 bucket and Redis; exit 0 if all is well",
+        description=CHECK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", default=None, help="the node's data dir (env GATEWAY_DATA_DIR)")
+    p.set_defaults(func=_check)
 
     p = sub.add_parser("token", help="print a development token (HS256, embedded default)")
     p.add_argument("--user", required=True)

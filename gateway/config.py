@@ -47,6 +47,10 @@ class Settings:
     # (Redis appendfsync-everysec contract). "full": fsync before every ack (slower).
     sqlite_durability: str = "interval"
     sqlite_fsync_interval: float = 1.0
+    # where every store lives: "sqlite" (the files in data_dir, one node or one host) or
+    # "dynamodb" (tables <dynamodb_prefix>-*, created by deployment; shared by every node)
+    store: str = "sqlite"
+    dynamodb_prefix: str = "gateway"  # table names: <prefix>-messages, <prefix>-domain, ...
     # Redis Streams bus (several nodes as one); empty -> the in-process bus
     redis_url: str = ""  # redis://host:port of one server, or of any node of a cluster
     redis_prefix: str = "gw"  # namespace of every key this deployment writes
@@ -84,8 +88,8 @@ class Settings:
     max_file_bytes: int = 25 * 1024 * 1024  # one file (S3 takes up to 5 GiB in one PUT)
     file_url_ttl: float = 300.0  # seconds an upload or download URL is valid
     s3_bucket: str = ""  # empty -> the local folder
-    aws_region: str = "us-east-1"  # of the S3 bucket
-    aws_endpoint_url: str = ""  # empty -> AWS itself (set for a local S3 such as moto)
+    aws_region: str = "us-east-1"  # of the DynamoDB tables and the S3 bucket
+    aws_endpoint_url: str = ""  # empty -> AWS itself (set for a local AWS such as moto)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
@@ -133,6 +137,18 @@ class Settings:
             raise SettingsError("GATEWAY_SQLITE_DURABILITY must be 'interval' or 'full'")
         if not 0 < self.sqlite_fsync_interval <= 60:
             raise SettingsError("GATEWAY_SQLITE_FSYNC_INTERVAL must be in (0, 60] seconds")
+        if self.store not in ("sqlite", "dynamodb"):
+            raise SettingsError(f"GATEWAY_STORE must be 'sqlite' or 'dynamodb', not {self.store!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", self.dynamodb_prefix):
+            raise SettingsError(
+                f"GATEWAY_DYNAMODB_PREFIX must be 1-200 of A-Z a-z 0-9 _ . - "
+                f"(DynamoDB table names), not {self.dynamodb_prefix!r}"
+            )
+        if self.store == "dynamodb" and self.jwks_url and not (self.cursor_key or self.jwt_secret):
+            raise SettingsError(
+                "GATEWAY_CURSOR_KEY must be set with GATEWAY_STORE=dynamodb and JWKS only "
+                "(every node must sign listing cursors of the shared store with the same key)"
+            )
         if self.hot_window < 1:
             raise SettingsError("GATEWAY_HOT_WINDOW must be at least 1")
         if self.redis_url and not self.redis_url.startswith("redis://"):

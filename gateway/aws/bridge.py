@@ -32,6 +32,9 @@ Guarantees:
   HTTP connection it was using is closed (never reused half-read), and the client stays
   usable. Whether a cancelled write reached AWS is unknown, as with any timeout.
 
+* **Presigned URLs** (:meth:`Aws.presign`) are computed locally with the same client and
+  credentials; S3 URLs are always SigV4.
+
 * **Credentials** are explicit (``access_key``/``secret_key``) or botocore's usual chain
   (environment, config files, ECS container or EC2 instance metadata). Tests always pass
   them explicitly so that no metadata endpoint is ever asked.
@@ -300,6 +303,55 @@ class Aws:
             operation=operation,
         )
 
+    async def presign(
+        self, service: str, operation: str, /, *, expires_s: int, **params: Any
+    ) -> str:
+        """A presigned URL of ``operation`` (the SDK's method name, e.g. ``"put_object"``)
+        with ``params``, valid ``expires_s`` seconds: pure computation with the bridge's
+        credentials (resolving them may ask the credential chain once); no request is
+        sent, nothing is retried. Client-side mistakes raise :class:`AwsError`; credentials
+        not resolved within ``RetryPolicy.timeout`` raise :class:`AwsUnavailable`.
+
+        S3 URLs are always signed with SigV4, also in the regions where botocore would
+        choose SigV2 for presigning (``us-east-1`` among them): SigV2 signs neither
+        ``Content-Length`` nor the ``x-amz-*``/conditional headers a caller may require."""
+        client = await self._client(service)
+        if operation.startswith("_") or operation not in client.meta.method_to_api_mapping:
+            self._stats.errors += 1
+            raise AwsError(
+                f"{service}: no operation {operation!r}",
+                aws_code="UnknownOperation",
+                operation=operation,
+                response={},
+            )
+        if service == "s3":
+            client.meta.events.register_first(
+                "choose-signer.s3", _keep_sigv4, unique_id="gateway-sigv4"
+            )
+        try:
+            with trio.fail_after(self.retry.timeout):
+                url: str = await _isolated(
+                    client.generate_presigned_url, operation, Params=params, ExpiresIn=expires_s
+                )
+        except trio.TooSlowError:
+            self._stats.unavailable += 1
+            raise AwsUnavailable(
+                f"{service} presign {operation}: no credentials within {self.retry.timeout} s",
+                aws_code="Timeout",
+                operation=operation,
+            ) from None
+        except Exception as exc:
+            if (failure := classify(exc)) is None:
+                raise
+            self._stats.errors += 1
+            raise AwsError(
+                f"{service} presign {operation}: {failure.aws_code}: {failure.message}",
+                aws_code=failure.aws_code,
+                operation=operation,
+                response=failure.response,
+            ) from exc
+        return url
+
     async def dynamodb(self, operation: str, /, **params: Any) -> dict[str, Any]:
         """One DynamoDB API call, e.g. ``await aws.dynamodb("get_item", TableName=...)``."""
         return await self.call("dynamodb", operation, **params)
@@ -307,6 +359,13 @@ class Aws:
     def statistics(self) -> AwsStatistics:
         """A snapshot of the counters (tries, retries, throttled tries, failed calls)."""
         return msgspec.structs.replace(self._stats)
+
+
+def _keep_sigv4(signature_version: str, **_: Any) -> str:
+    """``choose-signer.s3`` handler run before botocore's: keep the client's signature
+    version (SigV4) for presigned URLs instead of botocore's SigV2 default in legacy
+    regions. Requests the bridge sends are signed with SigV4 either way."""
+    return signature_version
 
 
 async def _isolated(fn: Callable[..., Awaitable[_T]], /, *args: Any, **kwargs: Any) -> _T:

@@ -20,8 +20,11 @@ How it keeps the :class:`gateway.bus.base.Bus` guarantees (scripts in
   holding a short lease (any node that has the channel loaded) copies entries beyond
   ``persisted`` into the store, advances ``persisted`` and only then trims the stream to
   the newest ``hot_window`` entries. A node that dies leaves its lease to expire; the
-  next node that loads the channel, or audits it, takes over. Nothing is trimmed before
-  it is in the store, so reads fall back to the store only below ``trimmed``.
+  next node that loads the channel, or audits it, takes over, and every channel a node
+  appends to is marked in a registry (``gateway.bus._redis_dirty``) that every node's
+  audit sweeps, so no channel is left unwritten because no live node had it loaded.
+  Nothing is trimmed before it is in the store, so reads fall back to the store only
+  below ``trimmed``.
 * **Idempotency, within a window.** Each append records its cmid in the index of the
   current window (``idempotency_window``, 1 h by default; the index expires two windows
   later) and looks in this window's and the previous one's, so a retry within at least

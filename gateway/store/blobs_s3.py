@@ -10,10 +10,11 @@ Upload URLs are SigV4 query-signed ``PutObject`` requests with ``Content-Length`
 PUT with another length or type (``SignatureDoesNotMatch``), and refuses to replace an
 object already uploaded (``412``), so a ready file cannot change under its readers.
 botocore presigns S3 URLs in ``us-east-1`` (and the other regions that still take it)
-with SigV2 unless told otherwise, and SigV2 does not sign ``Content-Length``: the presign
-client is made to choose SigV4 always. Download URLs are presigned ``GetObject`` requests
-with ``ResponseContentDisposition`` (an attachment, named) and ``ResponseContentType``
-(the announced type, whatever the object says).
+with SigV2 unless told otherwise, and SigV2 does not sign ``Content-Length``:
+:meth:`gateway.aws.Aws.presign` always chooses SigV4. Download URLs are presigned
+``GetObject`` requests with ``ResponseContentDisposition`` (an attachment, named) and
+``ResponseContentType`` (the announced type, whatever the object says). Both are computed
+locally: no request is sent.
 
 The service still checks the stored size with :meth:`S3BlobStore.head` before it marks a
 file ready (``complete``): the last line of defence where presigned headers are not
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from gateway.aws import Aws, AwsError
 from gateway.errors import StoreUnavailable
@@ -40,29 +40,6 @@ from gateway.store.tables import check_bucket, check_bucket_name
 __all__ = ["S3BlobStore", "open_s3_blob_store"]
 
 PREFIX = "files/"
-
-
-def _sigv4(signature_version: str, **_: Any) -> str:
-    """``choose-signer.s3`` handler run before botocore's: keep the client's SigV4 for
-    presigned URLs instead of botocore's SigV2 default in legacy regions."""
-    return signature_version
-
-
-async def _presign(aws: Aws, operation: str, params: dict[str, Any], expires_s: int) -> str:
-    """A presigned URL of an S3 ``operation``: pure computation with the bridge's
-    credentials (no request is sent).
-
-    The bridge has no presigning call yet, so this reaches for its S3 client
-    (``Aws._client``) and runs the SDK in a child task like :meth:`Aws.call` does
-    (botocore's per-call ContextVar); it belongs in :mod:`gateway.aws.bridge`."""
-    from gateway.aws.bridge import _isolated
-
-    client = await aws._client("s3")
-    client.meta.events.register_first("choose-signer.s3", _sigv4, unique_id="gateway-sigv4")
-    url: str = await _isolated(
-        client.generate_presigned_url, operation, Params=params, ExpiresIn=expires_s
-    )
-    return url
 
 
 class S3BlobStore:
@@ -96,7 +73,7 @@ class S3BlobStore:
             "ContentType": content_type,
             "IfNoneMatch": "*",
         }
-        url = await _presign(self.aws, "put_object", params, expires_s)
+        url = await self.aws.presign("s3", "put_object", expires_s=expires_s, **params)
         headers = {"Content-Type": content_type, "Content-Length": str(size), "If-None-Match": "*"}
         return Upload(url=url, method="PUT", headers=headers)
 
@@ -107,7 +84,7 @@ class S3BlobStore:
             "ResponseContentDisposition": content_disposition(filename),
             "ResponseContentType": content_type,
         }
-        return await _presign(self.aws, "get_object", params, expires_s)
+        return await self.aws.presign("s3", "get_object", expires_s=expires_s, **params)
 
     async def head(self, key: str) -> int | None:
         try:
