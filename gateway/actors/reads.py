@@ -37,7 +37,8 @@ __all__ = ["NOTIFICATION_TTL_MS", "NotingStore", "ReadService"]
 
 log = logging.getLogger("gateway.reads")
 NOTIFICATION_TTL_MS = 30 * 86_400_000  # notifications expire after 30 days
-_DM_CACHE = 10_000  # DM participant sets kept (they never change)
+_DM_CACHE = 10_000  # DM participant sets and channel workspaces kept (they never change)
+_THREAD_SCAN = 200  # earlier replies read to find whom a reply notifies
 
 
 MAX_BACKLOG = 100_000  # records waiting to be counted while the read-state store fails
@@ -120,6 +121,7 @@ class ReadService:
         self.bus = bus
         self._spawn = spawn
         self._dms: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._workspaces: OrderedDict[str, str] = OrderedDict()  # channels never move
 
     # -- cursors and receipts ------------------------------------------------------------
 
@@ -178,26 +180,47 @@ class ReadService:
         )
         if r.channel.startswith("dm."):
             for user in await self._participants(r.channel):
-                if user != r.sender:
+                if user != r.sender and await self._reads(user, r.channel):
                     await self._notify(user, "dm", r)
             return
         for user in users:
-            if user != r.sender and await self.domain.is_channel_member(r.channel, user):
+            if user != r.sender and await self._reads(user, r.channel):
                 await self._notify(user, "mention", r)
 
     async def _reply_notifications(self, r: Record, channel: str, parent: int) -> None:
-        found = await self.states.get_states(channel, [parent])
-        state = found.get(parent)
-        if state is not None:
-            author, participants = state.author, state.participants
-        else:  # the first reply: no summary yet
-            records = await self.bus.read(channel, parent - 1, 1)
-            if not records or records[0].offset != parent:
-                return
-            author, participants = records[0].sender, ()
-        for user in dict.fromkeys((author, *participants)):
-            if user != r.sender and await self.domain.is_channel_member(channel, user):
+        """The parent's author and everyone who replied *before* this reply (read from
+        the thread's log, so the answer does not depend on when the write-behind runs;
+        past :data:`_THREAD_SCAN` earlier replies, the summary's first participants)."""
+        records = await self.bus.read(channel, parent - 1, 1)
+        if not records or records[0].offset != parent:
+            return
+        earlier = await self.bus.read(r.channel, 0, min(r.offset - 1, _THREAD_SCAN))
+        users = [records[0].sender, *(x.sender for x in earlier if not x.kind)]
+        if r.offset - 1 > _THREAD_SCAN:
+            state = (await self.states.get_states(channel, [parent])).get(parent)
+            users += [] if state is None else state.participants
+        for user in dict.fromkeys(users):
+            if user != r.sender and await self._reads(user, channel):
                 await self._notify(user, "reply", r)
+
+    async def _reads(self, user: str, channel: str) -> bool:
+        """Whether ``user`` is still a member of ``channel`` *and* of its workspace
+        (removing a workspace member leaves its channel memberships behind)."""
+        workspace = await self._workspace(channel)
+        if workspace is None or await self.domain.get_member(workspace, user) is None:
+            return False
+        return await self.domain.is_channel_member(channel, user)
+
+    async def _workspace(self, channel: str) -> str | None:
+        found = self._workspaces.get(channel)
+        if found is None:
+            record = await self.domain.get_channel(channel)
+            if record is None:
+                return None
+            found = self._workspaces[channel] = record.workspace
+            if len(self._workspaces) > _DM_CACHE:
+                self._workspaces.popitem(last=False)
+        return found
 
     async def _participants(self, channel: str) -> tuple[str, ...]:
         users = self._dms.get(channel)
@@ -223,7 +246,10 @@ class ReadService:
             expires_ms=r.ts + NOTIFICATION_TTL_MS,
         )
         if await self.store.notify(user, note):
-            self._spawn(lambda: self._push(note))
+            try:
+                self._spawn(lambda: self._push(note))
+            except RuntimeError:  # the node is shutting down: it stays listed over REST
+                log.info("notification not pushed: shutting down", extra={"user": user})
 
     async def _push(self, note: Notification) -> None:
         """Realtime copy of a stored notification; best effort (it is listed over REST)."""
