@@ -76,6 +76,7 @@ __all__ = [
     "open_stores",
     "require_infrastructure",
     "serve",
+    "uses_aws",
 ]
 
 log = logging.getLogger("gateway.app")

@@ -83,13 +83,15 @@ _E = TypeVar("_E", bound=BaseException)
 
 
 def _only(exc: BaseException, kind: type[_E]) -> list[_E]:
-    """The ``kind`` exceptions in ``exc`` (a group or not) if that is all it holds, else []."""
-    if isinstance(exc, kind):
-        return [exc]
-    if isinstance(exc, BaseExceptionGroup):
+    """The ``kind`` exceptions in ``exc`` (a group or not, nested groups flattened) if that
+    is all it holds, else []."""
+    if isinstance(exc, BaseExceptionGroup):  # first: an ExceptionGroup is an Exception too
         found = [_only(e, kind) for e in exc.exceptions]
         if all(found):
             return [e for sub in found for e in sub]
+        return []
+    if isinstance(exc, kind):
+        return [exc]
     return []
 
 
