@@ -36,6 +36,7 @@ log = logging.getLogger("gateway.channel")
 
 _CODECS = (JSON, MSGPACK)
 TYPING_THROTTLE = 1.0  # seconds between typing events per user per channel
+TYPING_TTL_MS = 5000  # a typing signal lapses this long after it was sent
 REPLAY_PAGE = 500
 REPLAY_PACE_BYTES = 256 * 1024  # replay pauses while a subscriber has this much queued
 CATCH_UP_WAIT = 5.0  # how long a subscribe may wait for this node to reach its position
@@ -307,5 +308,6 @@ class ChannelActor:
         if len(self._typing_last) > 10_000:
             self._typing_last.clear()
         self._typing_last[user] = now
-        self._ephemeral(f.TypingEvent(channel=self.name, user=user), sender)
+        expires = time.time_ns() // 1_000_000 + TYPING_TTL_MS
+        self._ephemeral(f.TypingEvent(channel=self.name, user=user, expires_ms=expires), sender)
         return True

@@ -438,8 +438,12 @@ class ChannelEvent(ServerFrame, tag="channel", frozen=True):
 
 
 class TypingEvent(ServerFrame, tag="typing", frozen=True):
+    """``user`` is typing in ``channel`` until ``expires_ms`` (server time, ms since the
+    Unix epoch), unless another ``typing`` event for them arrives first."""
+
     channel: str
     user: str
+    expires_ms: int = 0
 
 
 class Pong(ServerFrame, tag="pong", frozen=True):

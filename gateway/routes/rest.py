@@ -20,6 +20,7 @@ from gateway.protocol.frames import CHANNEL_PATTERN
 from gateway.routes.domain_api import register_domain_routes
 from gateway.routes.files import register_file_routes
 from gateway.routes.history import history_entries
+from gateway.routes.messages import register_message_routes
 from gateway.routes.reads import register_read_routes
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def create_rest_app(node: Node) -> QuartTrio:
     register_domain_routes(app, node)
     register_file_routes(app, node)
     register_read_routes(app, node)
+    register_message_routes(app, node)
 
     @app.get("/healthz")
     async def healthz() -> Response:

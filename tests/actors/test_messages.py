@@ -214,3 +214,34 @@ async def test_admins_delete_others_messages_members_do_not(gateway: Gateway) ->
             await _ack(carol, f.Delete(channel=ch.id, id=msg.id, cmid="d"))
             tomb = await _next(alice, f.MessageDeleted)
             assert tomb.by == "carol"
+
+
+async def test_reactions_over_rest(gateway: Gateway) -> None:
+    import httpx
+
+    with trio.fail_after(20):
+        async with (
+            raw_client(gateway.ws_url, token=token("alice")) as alice,
+            raw_client(gateway.ws_url, token=token("bob")) as bob,
+            httpx.AsyncClient(base_url=gateway.http_url) as http,
+        ):
+            for c in (alice, bob):
+                await c.subscribe("room")
+            msg = await _ack(alice, f.Publish(channel="room", cmid="m", body="hi"))
+            await _ack(alice, f.React(channel="room", id=msg.id, cmid="r1", emoji="👍"))
+            await _ack(bob, f.React(channel="room", id=msg.id, cmid="r2", emoji="👍"))
+            await _ack(bob, f.React(channel="room", id=msg.id, cmid="r3", emoji=":tada:"))
+            auth = {"authorization": f"Bearer {token('bob')}"}
+            r = await http.get(f"/v1/channels/room/messages/{msg.id}/reactions", headers=auth)
+            assert r.json() == {
+                "channel": "room",
+                "id": msg.id,
+                "reactions": {"👍": 2, ":tada:": 1},
+                "mine": [":tada:", "👍"],
+            }
+            for bad in ("nope", msg.id + "9", f"{msg.id.rpartition('-')[0]}-0"):
+                r = await http.get(f"/v1/channels/room/messages/{bad}/reactions", headers=auth)
+                assert r.status_code == 404, bad
+            other = {"authorization": f"Bearer {token('eve', channels=['elsewhere'])}"}
+            r = await http.get(f"/v1/channels/room/messages/{msg.id}/reactions", headers=other)
+            assert r.status_code == 404

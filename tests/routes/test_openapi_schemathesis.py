@@ -24,6 +24,7 @@ from schemathesis import checks as st_checks
 from schemathesis.core.result import Ok
 
 from gateway.app import Gateway
+from gateway.protocol.frames import Publish
 from tests.routes.domain_helpers import auth, http_client, make_channel, make_user, make_workspace
 
 EXAMPLES = 10
@@ -108,7 +109,16 @@ async def test_the_app_conforms_to_its_openapi_document(gateway: Gateway) -> Non
             ws = await make_workspace(http, "alice", {"bob": "member"})
             channel = await make_channel(http, ws, "alice", "general")
             file_id = await _ready_file(http)
-        ids = {"workspace": ws, "channel": channel["id"], "user": "bob", "file": file_id}
+        posted = await gateway.node.messages.publish(
+            "alice", Publish(channel=channel["id"], cmid="fuzz-1", body="hello")
+        )
+        ids = {
+            "workspace": ws,
+            "channel": channel["id"],
+            "user": "bob",
+            "file": file_id,
+            "message": posted.record.id,
+        }
         failures, calls = await trio.to_thread.run_sync(
             _fuzz, gateway.http_url, auth("alice"), ids, abandon_on_cancel=True
         )
