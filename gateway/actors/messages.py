@@ -55,7 +55,7 @@ class MessageService:
         thread = thread_parent(frame.channel)
         if thread is not None and frame.thread is None:  # posted in the thread's log
             channel, offset = thread
-            parent = await self._target(channel, await self._id_at(channel, offset))
+            parent = await self.find(channel, await self._id_at(channel, offset))
             frame = f.Publish(
                 channel=channel,
                 cmid=frame.cmid,
@@ -70,7 +70,7 @@ class MessageService:
             )
         if thread_parent(frame.channel) is not None:
             raise InvalidField("a thread reply cannot start a thread", field="thread")
-        parent = await self._target(frame.channel, frame.thread)
+        parent = await self.find(frame.channel, frame.thread)
         log = thread_log(frame.channel, parent.offset)
         if len(log) > 128:
             raise InvalidField("channel name too long to hold threads", field="thread")
@@ -107,7 +107,7 @@ class MessageService:
     ) -> tuple[Appended, int]:
         """Apply an edit, delete or reaction by ``user``; ``workspace`` is the channel's
         (None for free channels). Returns the log entry and the message's version."""
-        target = await self._target(frame.channel, frame.id)
+        target = await self.find(frame.channel, frame.id)
         op = f"{user}:{frame.cmid}"
         now = int(time.time() * 1000)
         payload: ev.EditPayload | ev.DeletePayload | ev.ReactPayload
@@ -157,7 +157,7 @@ class MessageService:
         )
         return appended, state.version
 
-    async def _target(self, channel: str, message_id: str) -> Record:
+    async def find(self, channel: str, message_id: str) -> Record:
         """The message ``message_id`` of ``channel`` (not an event), or NotFound."""
         _, sep, tail = message_id.rpartition("-")
         if not sep or not tail.isdigit() or int(tail) < 1:

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 from quart import Response, request
 
+from gateway.actors.access import channel_access
 from gateway.domain.errors import DomainError, InvalidField, StaleVersion
 from gateway.domain.model import Role
 from gateway.errors import ErrorCode, GatewayError
+from gateway.protocol.frames import CHANNEL_PATTERN
 from gateway.store.domain import MAX_PAGE, DomainStore
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ __all__ = [
     "no_content",
     "no_workspace",
     "page_args",
+    "readable_channel",
     "require_role",
     "store",
 ]
@@ -210,3 +213,19 @@ async def require_role(domain: DomainStore, workspace: str, user: str) -> Role:
     if member is None:
         raise no_workspace(workspace)
     return member.role
+
+
+_channel_re = re.compile(CHANNEL_PATTERN)
+
+
+async def readable_channel(node: Node, channel: str) -> Identity:
+    """The caller, if it may read ``channel``: 401 without a valid token, 400 for a
+    malformed name, 404 (reason ``channel``) if it may not read it (as if it did not
+    exist)."""
+    identity = await authenticate(node)
+    if not _channel_re.match(channel):
+        raise HttpError(400, ErrorCode.INVALID_FIELD, "invalid channel name", field="channel")
+    grant = await channel_access(node.domain, identity, channel)
+    if not grant.access:
+        raise HttpError(404, ErrorCode.NOT_FOUND, "no such channel", reason="channel")
+    return identity

@@ -10,7 +10,6 @@ marked read by id or all at once.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -19,9 +18,7 @@ from msgspec import Meta
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from gateway.actors.access import channel_access
 from gateway.errors import ErrorCode
-from gateway.protocol.frames import CHANNEL_PATTERN
 from gateway.routes.domain_common import (
     HttpError,
     authenticate,
@@ -29,6 +26,7 @@ from gateway.routes.domain_common import (
     endpoint,
     json_response,
     page_args,
+    readable_channel,
     require_role,
 )
 from gateway.store.domain import MAX_PAGE
@@ -38,8 +36,6 @@ if TYPE_CHECKING:
     from gateway.actors.node import Node
 
 __all__ = ["register_read_routes"]
-
-_channel_re = re.compile(CHANNEL_PATTERN)
 
 
 class ReadBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,13 +51,7 @@ class MarkBody(msgspec.Struct, forbid_unknown_fields=True):
 
 def register_read_routes(app: QuartTrio, node: Node) -> None:
     async def readable(channel: str) -> str:
-        identity = await authenticate(node)
-        if not _channel_re.match(channel):
-            raise HttpError(400, ErrorCode.INVALID_FIELD, "invalid channel name", field="channel")
-        grant = await channel_access(node.domain, identity, channel)
-        if not grant.access:
-            raise HttpError(404, ErrorCode.NOT_FOUND, "no such channel", reason="channel")
-        return identity.user
+        return (await readable_channel(node, channel)).user
 
     @app.put("/v1/channels/<channel>/read")
     @endpoint
