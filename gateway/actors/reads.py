@@ -209,6 +209,8 @@ class ReadService:
         workspace = await self._workspace(channel)
         if workspace is None or await self.domain.get_member(workspace, user) is None:
             return False
+        if channel.startswith("dm."):  # a DM's members are its participants, for good
+            return user in await self._participants(channel)
         return await self.domain.is_channel_member(channel, user)
 
     async def _workspace(self, channel: str) -> str | None:
