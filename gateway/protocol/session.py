@@ -242,7 +242,7 @@ class Session:
             return self._publish(frame)
         if isinstance(frame, f.Edit | f.Delete | f.React):
             return self._change(frame)
-        if isinstance(frame, f.Read | f.Delivered):
+        if isinstance(frame, f.Read | f.Delivered | f.Typing):
             if frame.channel not in self.subscriptions:
                 return self._strike(
                     error(
@@ -251,17 +251,9 @@ class Session:
                         channel=frame.channel,
                     )
                 )
+            if isinstance(frame, f.Typing):
+                return DoTyping(frame.channel)
             return DoReceipt(frame)
-        if isinstance(frame, f.Typing):
-            if frame.channel not in self.subscriptions:
-                return self._strike(
-                    error(
-                        ErrorCode.NOT_SUBSCRIBED,
-                        "subscribe to the channel first",
-                        channel=frame.channel,
-                    )
-                )
-            return DoTyping(frame.channel)
         if isinstance(frame, f.Subscribe):
             if frame.channel in self.subscriptions:
                 # Idempotent: resubscribing replays from `since` again.
