@@ -2,7 +2,8 @@
 
 Synchronous functions on one ``sqlite3.Connection``, run by
 :class:`gateway.store.domain_sqlite.SqliteDomainStore` (inline or in its worker thread).
-Every change is one ``BEGIN IMMEDIATE`` transaction (:func:`transaction`): the rule
+Every change is one ``BEGIN IMMEDIATE`` transaction
+(:func:`gateway.store._sqlite_wal.transaction`): the rule
 checks read the facts and the writes follow under the same write lock, so what the rule
 decided on still holds when the write commits, and a failure anywhere rolls everything
 back. Records are validated before they get here; rows read back are trusted.
@@ -15,9 +16,9 @@ listing entry), SQLite has an index or a unique constraint.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -25,6 +26,7 @@ from gateway.domain import rules
 from gateway.domain.errors import AlreadyExists, NotFound, StaleVersion
 from gateway.domain.model import Member, Role, User, Workspace, check_email, revalidated
 from gateway.store._cursor import CursorCodec, CursorKey
+from gateway.store._sqlite_wal import transaction
 from gateway.store.domain import Page
 
 T = TypeVar("T")
@@ -88,19 +90,6 @@ CREATE INDEX IF NOT EXISTS channel_members_by_user
 """
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any exception (a refusal too)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def one(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Any:
     return conn.execute(sql, args).fetchone()
 
@@ -118,6 +107,32 @@ def page(
     items = tuple(item(row) for row in rows[:limit])
     more = len(rows) > limit
     return Page(items=items, cursor=codec.encode(scope, key(items[-1])) if more else None)
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """A listing paged by the sort key of its last item: ``sql`` takes the listing's
+    arguments, then the key to start after (``start`` on the first page), then its
+    ``LIMIT``; ``item`` reads a row, ``key`` is an item's sort key."""
+
+    sql: str
+    item: Callable[[Any], T]
+    key: Callable[[T], CursorKey]
+    start: CursorKey = ("",)
+
+    def page(
+        self,
+        conn: sqlite3.Connection,
+        codec: CursorCodec,
+        scope: str,
+        cursor: str | None,
+        limit: int,
+        *args: Any,
+    ) -> Page[T]:
+        """The ``limit`` items after the key ``cursor`` carries (signed for ``scope``)."""
+        after = codec.decode(scope, cursor, len(self.start)) if cursor is not None else self.start
+        rows = conn.execute(self.sql, (*args, *after, limit + 1)).fetchall()
+        return page(codec, scope, rows, limit, item=self.item, key=self.key)
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -245,16 +260,17 @@ def get_workspace(conn: sqlite3.Connection, workspace: str) -> Workspace | None:
     return None if row is None else workspace_row(row)
 
 
+_USER_WORKSPACES = Listing(
+    f"{MEMBER} WHERE user_id = ? AND workspace > ? ORDER BY workspace LIMIT ?",
+    member_row,
+    lambda m: (m.workspace,),
+)
+
+
 def list_user_workspaces(
     conn: sqlite3.Connection, codec: CursorCodec, user: str, limit: int, cursor: str | None
 ) -> Page[Member]:
-    scope = f"user-workspaces\x00{user}"
-    (after,) = codec.decode(scope, cursor, 1) if cursor is not None else ("",)
-    rows = conn.execute(
-        f"{MEMBER} WHERE user_id = ? AND workspace > ? ORDER BY workspace LIMIT ?",
-        (user, after, limit + 1),
-    ).fetchall()
-    return page(codec, scope, rows, limit, item=member_row, key=lambda m: (m.workspace,))
+    return _USER_WORKSPACES.page(conn, codec, f"user-workspaces\x00{user}", cursor, limit, user)
 
 
 def add_member(
@@ -306,13 +322,14 @@ def set_role(conn: sqlite3.Connection, workspace: str, user: str, role: Role, ac
     return msgspec.structs.replace(member, role=role)
 
 
+_MEMBERS = Listing(
+    f"{MEMBER} WHERE workspace = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+    member_row,
+    lambda m: (m.user,),
+)
+
+
 def list_members(
     conn: sqlite3.Connection, codec: CursorCodec, workspace: str, limit: int, cursor: str | None
 ) -> Page[Member]:
-    scope = f"members\x00{workspace}"
-    (after,) = codec.decode(scope, cursor, 1) if cursor is not None else ("",)
-    rows = conn.execute(
-        f"{MEMBER} WHERE workspace = ? AND user_id > ? ORDER BY user_id LIMIT ?",
-        (workspace, after, limit + 1),
-    ).fetchall()
-    return page(codec, scope, rows, limit, item=member_row, key=lambda m: (m.user,))
+    return _MEMBERS.page(conn, codec, f"members\x00{workspace}", cursor, limit, workspace)

@@ -21,7 +21,8 @@ from gateway.domain.model import (
     revalidated,
 )
 from gateway.store._cursor import CursorCodec
-from gateway.store._domain_sql import one, page, require_workspace, role_of, transaction
+from gateway.store._domain_sql import Listing, one, require_workspace, role_of
+from gateway.store._sqlite_wal import transaction
 from gateway.store.domain import Page
 
 CHANNEL = (
@@ -107,17 +108,19 @@ def get_channel(conn: sqlite3.Connection, channel: str) -> Channel | None:
     return None if row is None else channel_row(row)
 
 
+_CHANNELS = Listing(
+    f"{CHANNEL} WHERE workspace = ? AND kind != 'dm' AND (position, name) > (?, ?)"
+    " ORDER BY position, name LIMIT ?",
+    channel_row,
+    lambda c: (c.position, c.name),
+    start=(-1, ""),
+)
+
+
 def list_channels(
     conn: sqlite3.Connection, codec: CursorCodec, workspace: str, limit: int, cursor: str | None
 ) -> Page[Channel]:
-    scope = f"channels\x00{workspace}"
-    position, name = codec.decode(scope, cursor, 2) if cursor is not None else (-1, "")
-    rows = conn.execute(
-        f"{CHANNEL} WHERE workspace = ? AND kind != 'dm' AND (position, name) > (?, ?)"
-        " ORDER BY position, name LIMIT ?",
-        (workspace, position, name, limit + 1),
-    ).fetchall()
-    return page(codec, scope, rows, limit, item=channel_row, key=lambda c: (c.position, c.name))
+    return _CHANNELS.page(conn, codec, f"channels\x00{workspace}", cursor, limit, workspace)
 
 
 def update_channel(
@@ -181,16 +184,26 @@ def leave_channel(conn: sqlite3.Connection, channel: str, user: str, actor: str)
     return removed > 0
 
 
+_CHANNEL_MEMBERS = Listing(
+    f"{CHANNEL_MEMBER} WHERE channel = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+    channel_member_row,
+    lambda m: (m.user,),
+)
+
+
 def list_channel_members(
     conn: sqlite3.Connection, codec: CursorCodec, channel: str, limit: int, cursor: str | None
 ) -> Page[ChannelMember]:
     scope = f"channel-members\x00{channel}"
-    (after,) = codec.decode(scope, cursor, 1) if cursor is not None else ("",)
-    rows = conn.execute(
-        f"{CHANNEL_MEMBER} WHERE channel = ? AND user_id > ? ORDER BY user_id LIMIT ?",
-        (channel, after, limit + 1),
-    ).fetchall()
-    return page(codec, scope, rows, limit, item=channel_member_row, key=lambda m: (m.user,))
+    return _CHANNEL_MEMBERS.page(conn, codec, scope, cursor, limit, channel)
+
+
+_USER_CHANNELS = Listing(
+    f"{CHANNEL_MEMBER} WHERE user_id = ? AND workspace = ? AND channel > ?"
+    " ORDER BY channel LIMIT ?",
+    channel_member_row,
+    lambda m: (m.channel,),
+)
 
 
 def list_user_channels(
@@ -203,13 +216,7 @@ def list_user_channels(
     cursor: str | None,
 ) -> Page[ChannelMember]:
     scope = f"user-channels\x00{workspace}\x00{user}"
-    (after,) = codec.decode(scope, cursor, 1) if cursor is not None else ("",)
-    rows = conn.execute(
-        f"{CHANNEL_MEMBER} WHERE user_id = ? AND workspace = ? AND channel > ?"
-        " ORDER BY channel LIMIT ?",
-        (user, workspace, after, limit + 1),
-    ).fetchall()
-    return page(codec, scope, rows, limit, item=channel_member_row, key=lambda m: (m.channel,))
+    return _USER_CHANNELS.page(conn, codec, scope, cursor, limit, user, workspace)
 
 
 # -- direct conversations ------------------------------------------------------------------

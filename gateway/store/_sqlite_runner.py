@@ -4,13 +4,16 @@ One ``sqlite3`` connection, used by one task at a time (a ``trio.CapacityLimiter
 in one of two durability modes (see :mod:`gateway.store.domain_sqlite`). Every
 ``sqlite3`` and ``OSError`` exception becomes :class:`gateway.errors.StoreUnavailable`
 here; :class:`gateway.domain.errors.DomainError` refusals pass unchanged.
+
+:class:`RunnerStore` is what the stores on one runner share (the domain, message-state,
+read-state and file stores): reads, writes, opening, checkpointing, closing, statistics.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -19,9 +22,10 @@ from gateway.errors import StoreUnavailable
 from gateway.store._sqlite_wal import WalConnection
 from gateway.store.domain import DomainStoreStatistics
 
-__all__ = ["SqliteRunner"]
+__all__ = ["RunnerStore", "SqliteRunner"]
 
 _T = TypeVar("_T")
+_S_co = TypeVar("_S_co", covariant=True)
 
 
 class SqliteRunner(WalConnection):
@@ -60,3 +64,43 @@ class SqliteRunner(WalConnection):
         if self._conn is None:
             self._conn = self._connect()
         return fn(self._conn)
+
+
+class _StatisticsType(Protocol[_S_co]):
+    def __call__(self, *, reads: int, writes: int, refusals: int) -> _S_co: ...
+
+
+class RunnerStore:
+    """A store on one :class:`SqliteRunner` (``self._db``) to ``path`` (schema ``schema``)."""
+
+    def __init__(
+        self, path: str, schema: str, *, durability: str = "full", fsync_interval: float = 1.0
+    ) -> None:
+        self._db = SqliteRunner(path, schema, durability=durability, fsync_interval=fsync_interval)
+        self.path = path
+        self.durability = durability
+
+    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._db.run(what, fn, write=False)
+
+    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._db.run(what, fn, write=True)
+
+    def _statistics(self, kind: _StatisticsType[_S_co]) -> _S_co:
+        s = self._db.stats
+        return kind(reads=s.reads, writes=s.writes, refusals=s.refusals)
+
+    async def open(self) -> None:
+        """Open the connection and create the schema now (idempotent)."""
+        await self._read("open", lambda conn: None)
+
+    async def run_checkpointer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Interval mode: fsync the WAL every ``fsync_interval`` seconds if anything was
+        committed. Runs until cancelled; the store's ``open_sqlite_*`` function starts it."""
+        await self._db.run_checkpointer(task_status=task_status)
+
+    async def aclose(self) -> None:
+        """Close the connection (waits for the running operation); later calls fail."""
+        await self._db.aclose()

@@ -6,18 +6,24 @@ commit fsyncs). ``interval``: ``synchronous=NORMAL``, operations inline on the e
 checkpoints (fsyncs) the WAL from a second connection in a worker thread every
 ``fsync_interval`` seconds. Subclasses run their operations on ``self._conn`` while
 holding ``self._limiter`` and count commits in ``self._unsynced``.
+
+Also what every SQLite store shares around that connection: :func:`transaction` (one
+``BEGIN IMMEDIATE`` transaction) and :func:`running` (the body of each ``open_sqlite_*``).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Protocol, TypeVar
 
 import trio
 
 from gateway.errors import StoreUnavailable
 
-__all__ = ["WalConnection", "checkpoint"]
+__all__ = ["WalConnection", "WalStore", "checkpoint", "running", "transaction"]
 
 
 class WalConnection:
@@ -111,3 +117,48 @@ def _connect_checkpointer(path: str) -> sqlite3.Connection:
 
 def checkpoint(conn: sqlite3.Connection, mode: str) -> None:
     conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any exception (a refusal too)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class WalStore(Protocol):
+    """What :func:`running` needs of a SQLite store."""
+
+    async def open(self) -> None: ...
+
+    async def run_checkpointer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=WalStore)
+
+
+@asynccontextmanager
+async def running(store: _S) -> AsyncIterator[_S]:
+    """Open ``store`` (creating the parent directory and the schema), run its checkpointer
+    (interval mode) while the block runs, and close it: the body of every ``open_sqlite_*``.
+    """
+    try:
+        await store.open()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run_checkpointer)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()

@@ -26,14 +26,11 @@ been rolled back, so nothing of the call is stored. Refusals are
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
-import trio
 from msgspec import UNSET, UnsetType
 
 from gateway.domain.errors import InvalidField
@@ -57,12 +54,11 @@ from gateway.domain.model import (
 from gateway.store import _domain_sql as q
 from gateway.store import _domain_sql_channels as qc
 from gateway.store._cursor import CursorCodec
-from gateway.store._sqlite_runner import SqliteRunner
+from gateway.store._sqlite_runner import RunnerStore
+from gateway.store._sqlite_wal import running
 from gateway.store.domain import MAX_PAGE, DomainStoreStatistics, Page
 
 __all__ = ["SqliteDomainStore", "open_sqlite_domain_store"]
-
-_T = TypeVar("_T")
 
 
 def _now_ms() -> int:
@@ -86,7 +82,7 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-class SqliteDomainStore:
+class SqliteDomainStore(RunnerStore):
     """A :class:`gateway.store.domain.DomainStore` on one SQLite file.
 
     ``path`` is a file path (its parent directory is created) or ``":memory:"``;
@@ -103,23 +99,9 @@ class SqliteDomainStore:
         fsync_interval: float = 1.0,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self._db = SqliteRunner(
-            path, q.SCHEMA, durability=durability, fsync_interval=fsync_interval
-        )
-        self.path = path
-        self.durability = durability
+        super().__init__(path, q.SCHEMA, durability=durability, fsync_interval=fsync_interval)
         self._codec = CursorCodec(cursor_key)
         self._clock = clock
-
-    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=False)
-
-    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=True)
-
-    async def open(self) -> None:
-        """Open the connection and create the schema now (idempotent)."""
-        await self._read("open", lambda conn: None)
 
     # -- users -------------------------------------------------------------------------
 
@@ -337,18 +319,7 @@ class SqliteDomainStore:
 
     def statistics(self) -> DomainStoreStatistics:
         """A snapshot: read calls, committed write calls, refused calls."""
-        return msgspec.structs.replace(self._db.stats)
-
-    async def run_checkpointer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Interval mode: fsync the WAL every ``fsync_interval`` seconds if anything was
-        committed. Runs until cancelled; :func:`open_sqlite_domain_store` starts it."""
-        await self._db.run_checkpointer(task_status=task_status)
-
-    async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail."""
-        await self._db.aclose()
+        return self._statistics(DomainStoreStatistics)
 
 
 @asynccontextmanager
@@ -360,13 +331,5 @@ async def open_sqlite_domain_store(
     store = SqliteDomainStore(
         path, cursor_key, durability=durability, fsync_interval=fsync_interval
     )
-    try:
-        await store.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_checkpointer)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with running(store):
+        yield store

@@ -17,13 +17,11 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
-
-import trio
+from typing import Any
 
 from gateway.domain.errors import AlreadyExists, Conflict, InvalidField, NotFound
-from gateway.store._domain_sql import transaction
-from gateway.store._sqlite_runner import SqliteRunner
+from gateway.store._sqlite_runner import RunnerStore
+from gateway.store._sqlite_wal import running, transaction
 from gateway.store.domain import DomainStoreStatistics
 from gateway.store.files import (
     ATTACHED,
@@ -35,8 +33,6 @@ from gateway.store.files import (
 )
 
 __all__ = ["SqliteFileStore", "open_sqlite_file_store"]
-
-_T = TypeVar("_T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -97,7 +93,7 @@ def _check_size(size: int) -> int:
     return size
 
 
-class SqliteFileStore:
+class SqliteFileStore(RunnerStore):
     """A :class:`gateway.store.files.FileStore` on one SQLite file (or ``":memory:"``).
     ``clock`` gives the time in milliseconds (lapsed slots)."""
 
@@ -109,16 +105,8 @@ class SqliteFileStore:
         fsync_interval: float = 1.0,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self._db = SqliteRunner(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
-        self.path = path
+        super().__init__(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
         self.clock = clock
-
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
-        return await self._db.run(what, fn, write=write)
-
-    async def open(self) -> None:
-        """Open the connection and create the schema now (idempotent)."""
-        await self._run("open", lambda conn: None, False)
 
     async def create(self, record: FileRecord) -> FileRecord:
         check_file_id(record.id)
@@ -153,11 +141,11 @@ class SqliteFileStore:
                 )
             return record
 
-        return await self._run("create", create, True)
+        return await self._write("create", create)
 
     async def get(self, file_id: str) -> FileRecord | None:
         check_file_id(file_id)
-        return await self._run("get", lambda conn: _get(conn, file_id), False)
+        return await self._read("get", lambda conn: _get(conn, file_id))
 
     async def mark_ready(self, file_id: str, owner: str, size: int) -> FileRecord:
         check_file_id(file_id)
@@ -187,7 +175,7 @@ class SqliteFileStore:
                 assert ready is not None
                 return ready
 
-        return await self._run("mark_ready", mark, True)
+        return await self._write("mark_ready", mark)
 
     async def attach(self, file_id: str, owner: str, channel: str) -> FileRecord:
         check_file_id(file_id)
@@ -212,7 +200,7 @@ class SqliteFileStore:
                 assert attached is not None
                 return attached
 
-        return await self._run("attach", attach, True)
+        return await self._write("attach", attach)
 
     async def count_pending(self, owner: str) -> int:
         _check_text(owner, "owner")
@@ -226,27 +214,13 @@ class SqliteFileStore:
             ).fetchone()
             return int(row[0])
 
-        return await self._run("count_pending", count, False)
+        return await self._read("count_pending", count)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def statistics(self) -> DomainStoreStatistics:
         """Reads, writes and refusals so far (a snapshot)."""
-        stats = self._db.stats
-        return DomainStoreStatistics(
-            reads=stats.reads, writes=stats.writes, refusals=stats.refusals
-        )
-
-    async def run_checkpointer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Interval mode: fsync the WAL every ``fsync_interval`` seconds if anything was
-        committed. Runs until cancelled; :func:`open_sqlite_file_store` starts it."""
-        await self._db.run_checkpointer(task_status=task_status)
-
-    async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail."""
-        await self._db.aclose()
+        return self._statistics(DomainStoreStatistics)
 
 
 @asynccontextmanager
@@ -260,13 +234,5 @@ async def open_sqlite_file_store(
     """Open (creating the parent directory and the schema) and close a
     :class:`SqliteFileStore`, running its checkpointer in interval mode."""
     store = SqliteFileStore(path, durability=durability, fsync_interval=fsync_interval, clock=clock)
-    try:
-        await store.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_checkpointer)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with running(store):
+        yield store

@@ -23,16 +23,15 @@ same write lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
-import trio
 
 from gateway.domain.errors import Conflict, InvalidField, LimitExceeded, StaleVersion
-from gateway.store._domain_sql import transaction
-from gateway.store._sqlite_runner import SqliteRunner
+from gateway.store._sqlite_runner import RunnerStore
+from gateway.store._sqlite_wal import running, transaction
 from gateway.store.message_state import (
     MAX_GET_STATES,
     MAX_PARTICIPANTS,
@@ -46,8 +45,6 @@ from gateway.store.message_state import (
 )
 
 __all__ = ["SCHEMA", "SqliteMessageStateStore", "open_sqlite_message_state"]
-
-_T = TypeVar("_T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS message_state (
@@ -297,25 +294,13 @@ def _note_reply(
 # -- the store ---------------------------------------------------------------------------
 
 
-class SqliteMessageStateStore:
+class SqliteMessageStateStore(RunnerStore):
     """A :class:`gateway.store.message_state.MessageStateStore` on one SQLite file.
 
     ``path`` is a file path (its parent directory is created) or ``":memory:"``."""
 
     def __init__(self, path: str, *, durability: str = "full", fsync_interval: float = 1.0):
-        self._db = SqliteRunner(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
-        self.path = path
-        self.durability = durability
-
-    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=False)
-
-    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=True)
-
-    async def open(self) -> None:
-        """Open the connection and create the schema now (idempotent)."""
-        await self._read("open", lambda conn: None)
+        super().__init__(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
 
     async def get_states(self, channel: str, offsets: Sequence[int]) -> dict[int, MessageState]:
         check_id(channel, "channel")
@@ -442,19 +427,7 @@ class SqliteMessageStateStore:
 
     def statistics(self) -> MessageStateStatistics:
         """A snapshot: read calls, committed write calls, refused calls."""
-        s = self._db.stats
-        return MessageStateStatistics(reads=s.reads, writes=s.writes, refusals=s.refusals)
-
-    async def run_checkpointer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Interval mode: fsync the WAL every ``fsync_interval`` seconds if anything was
-        committed. Runs until cancelled; :func:`open_sqlite_message_state` starts it."""
-        await self._db.run_checkpointer(task_status=task_status)
-
-    async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail."""
-        await self._db.aclose()
+        return self._statistics(MessageStateStatistics)
 
 
 @asynccontextmanager
@@ -464,13 +437,5 @@ async def open_sqlite_message_state(
     """Open (creating the parent directory and the schema) and close a
     :class:`SqliteMessageStateStore`, running its checkpointer in interval mode."""
     store = SqliteMessageStateStore(path, durability=durability, fsync_interval=fsync_interval)
-    try:
-        await store.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_checkpointer)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with running(store):
+        yield store

@@ -42,14 +42,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal, TypeVar
-
-import trio
+from typing import Any, Literal
 
 from gateway.domain.errors import BadCursor, Conflict
 from gateway.store._cursor import CursorCodec
-from gateway.store._domain_sql import page, transaction
-from gateway.store._sqlite_runner import SqliteRunner
+from gateway.store._domain_sql import page
+from gateway.store._sqlite_runner import RunnerStore
+from gateway.store._sqlite_wal import running, transaction
 from gateway.store.domain import Page
 from gateway.store.message_state import check_id, check_offset
 from gateway.store.read_state import (
@@ -68,8 +67,6 @@ from gateway.store.read_state import (
 )
 
 __all__ = ["SCHEMA", "SqliteReadStateStore", "open_sqlite_read_state"]
-
-_T = TypeVar("_T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (
@@ -405,7 +402,7 @@ def _mark_notifications_read(
 # -- the store ---------------------------------------------------------------------------
 
 
-class SqliteReadStateStore:
+class SqliteReadStateStore(RunnerStore):
     """A :class:`gateway.store.read_state.ReadStateStore` on one SQLite file.
 
     ``path`` is a file path (its parent directory is created) or ``":memory:"``;
@@ -421,21 +418,9 @@ class SqliteReadStateStore:
         fsync_interval: float = 1.0,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self._db = SqliteRunner(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
+        super().__init__(path, SCHEMA, durability=durability, fsync_interval=fsync_interval)
         self._codec = CursorCodec(cursor_key)
         self._clock = clock
-        self.path = path
-        self.durability = durability
-
-    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=False)
-
-    async def _write(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._db.run(what, fn, write=True)
-
-    async def open(self) -> None:
-        """Open the connection and create the schema now (idempotent)."""
-        await self._read("open", lambda conn: None)
 
     # -- read cursors --------------------------------------------------------------------
 
@@ -552,19 +537,7 @@ class SqliteReadStateStore:
 
     def statistics(self) -> ReadStateStatistics:
         """A snapshot: read calls, committed write calls, refused calls."""
-        s = self._db.stats
-        return ReadStateStatistics(reads=s.reads, writes=s.writes, refusals=s.refusals)
-
-    async def run_checkpointer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Interval mode: fsync the WAL every ``fsync_interval`` seconds if anything was
-        committed. Runs until cancelled; :func:`open_sqlite_read_state` starts it."""
-        await self._db.run_checkpointer(task_status=task_status)
-
-    async def aclose(self) -> None:
-        """Close the connection (waits for the running operation); later calls fail."""
-        await self._db.aclose()
+        return self._statistics(ReadStateStatistics)
 
 
 @asynccontextmanager
@@ -581,13 +554,5 @@ async def open_sqlite_read_state(
     store = SqliteReadStateStore(
         path, cursor_key, durability=durability, fsync_interval=fsync_interval, clock=clock
     )
-    try:
-        await store.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_checkpointer)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with running(store):
+        yield store

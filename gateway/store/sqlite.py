@@ -38,7 +38,7 @@ import trio
 
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
-from gateway.store._sqlite_wal import WalConnection
+from gateway.store._sqlite_wal import WalConnection, running, transaction
 from gateway.store.base import StoreStatistics
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
@@ -228,18 +228,12 @@ class SqliteStore(WalConnection):
         rows = [_row(r) for r in records]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 new_logs = self._check_epochs(conn, records)
                 before = conn.total_changes
                 conn.executemany(_INSERT, rows)
                 if conn.total_changes - before != len(rows):
                     _check_ignored(conn, records)  # some were already there: same ones?
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self._epochs.update(new_logs)
 
         await self._run("write", op)
@@ -349,13 +343,5 @@ async def open_sqlite_store(
     """Open (creating the parent directory and the schema) and close a :class:`SqliteStore`,
     running its checkpointer in interval mode."""
     store = SqliteStore(path, durability=durability, fsync_interval=fsync_interval)
-    try:
-        await store.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_checkpointer)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with running(store):
+        yield store
