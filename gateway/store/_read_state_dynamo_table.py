@@ -1,10 +1,8 @@
 """The read-state tables' I/O: consistent reads, conditional writes, transactions.
 
-Every request goes through :class:`gateway.aws.Aws` (throttling, transaction conflicts
-and transient failures are retried there, then raised as
-:class:`gateway.aws.AwsUnavailable`, a :class:`gateway.errors.StoreUnavailable`). Here a
-missing table (or a closed bridge or store) becomes :class:`StoreUnavailable` too, naming
-the tables; any other refusal by DynamoDB is a bug and stays :class:`gateway.aws.AwsError`.
+Requests, their errors, transactions and batches are :class:`gateway.store._dynamo.TableIO`'s
+(a missing table or a closed store is :class:`gateway.errors.StoreUnavailable`, naming the
+tables; any other refusal by DynamoDB is a bug and stays :class:`gateway.aws.AwsError`).
 
 A failed condition is an answer, not an error: :meth:`ReadTables.update` returns the
 stored item it failed on (``ALL_OLD``), :meth:`ReadTables.put` ``False``,
@@ -17,14 +15,14 @@ before a lost answer is not applied twice (DynamoDB honours a token for 10 minut
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import trio
 
-from gateway.aws import Aws, AwsError
+from gateway.aws import Aws
 from gateway.errors import StoreUnavailable
+from gateway.store._dynamo import Cancelled, TableIO
 from gateway.store._read_state_dynamo_items import Item
 from gateway.store.tables import NOTIFICATIONS, READ_CURSORS, UNREAD
 
@@ -65,59 +63,15 @@ async def parallel(calls: Sequence[Callable[[], Awaitable[_T]]], limit: int = PA
     return results
 
 
-class Cancelled:
-    """A transaction cancelled because conditions failed: which parts, and their items."""
-
-    def __init__(self, reasons: Sequence[dict[str, Any]]) -> None:
-        self.reasons = list(reasons)
-
-    def failed(self, index: int) -> bool:
-        """Whether the condition of part ``index`` failed."""
-        return (
-            index < len(self.reasons)
-            and self.reasons[index].get("Code") == "ConditionalCheckFailed"
-        )
-
-    def item(self, index: int) -> Item | None:
-        """The stored item of a failed part (None: it failed on an absent item, or did
-        not fail)."""
-        if not self.failed(index):
-            return None
-        found: Item | None = self.reasons[index].get("Item")
-        return found
-
-
-class ReadTables:
+class ReadTables(TableIO):
     """The ``<prefix>-read-cursors``, ``<prefix>-unread`` and ``<prefix>-notifications``
     tables through one :class:`Aws`."""
 
     def __init__(self, aws: Aws, prefix: str) -> None:
-        self.aws = aws
         self.cursors = READ_CURSORS.name(prefix)
         self.unread = UNREAD.name(prefix)
         self.notifications = NOTIFICATIONS.name(prefix)
-        self.closed = False
-        self.transactions = 0  # TransactWriteItems that succeeded
-
-    def _names(self) -> str:
-        return f"{self.cursors}, {self.unread} or {self.notifications}"
-
-    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        if self.closed:
-            raise StoreUnavailable(f"dynamodb read-state store {self.cursors!r} is closed")
-        try:
-            return await self.aws.dynamodb(operation, **params)
-        except AwsError as exc:
-            if exc.aws_code == "ResourceNotFoundException":
-                raise StoreUnavailable(
-                    f"dynamodb read-state store: {operation}: table {self._names()} is "
-                    f"missing: {exc.message}"
-                ) from exc
-            if exc.aws_code == "Closed":
-                raise StoreUnavailable(
-                    f"dynamodb read-state store {self.cursors!r}: {exc}"
-                ) from exc
-            raise
+        super().__init__(aws, "read-state", [self.cursors, self.unread, self.notifications])
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -128,9 +82,7 @@ class ReadTables:
                 "ProjectionExpression": projection[0],
                 "ExpressionAttributeNames": projection[1],
             }
-        got = await self.call("get_item", TableName=table, Key=key, ConsistentRead=True, **params)
-        item: Item | None = got.get("Item")
-        return item
+        return await self.get_item(table, key, **params)
 
     async def batch_get(
         self, keys: Sequence[tuple[str, Item]], projections: Mapping[str, Projection]
@@ -156,18 +108,7 @@ class ReadTables:
                     "ExpressionAttributeNames": names,
                 }
             request[table]["Keys"].append(key)
-        found: list[tuple[str, Item]] = []
-        retry = self.aws.retry
-        for attempt in range(max(1, retry.attempts)):
-            if attempt:
-                await trio.sleep(retry.backoff(attempt - 1))
-            got = await self.call("batch_get_item", RequestItems=request)
-            for table, items in got.get("Responses", {}).items():
-                found += [(table, item) for item in items]
-            request = got.get("UnprocessedKeys") or {}
-            if not request:
-                return found
-        raise StoreUnavailable(f"dynamodb read-state store {self.cursors!r}: keys unprocessed")
+        return await self.batch_get_items(request)
 
     async def query(self, params: dict[str, Any]) -> tuple[list[Item], Item | None]:
         """One ``Query`` page (``ConsistentRead``): its items and ``LastEvaluatedKey``."""
@@ -177,15 +118,8 @@ class ReadTables:
         return items, last
 
     async def query_all(self, params: dict[str, Any]) -> list[Item]:
-        """Every item of a ``Query`` (all its pages)."""
-        params = dict(params)
-        found: list[Item] = []
-        while True:
-            items, last = await self.query(params)
-            found += items
-            if last is None:
-                return found
-            params["ExclusiveStartKey"] = last
+        """Every item of a ``Query`` (all its pages, ``ConsistentRead``)."""
+        return await self.query_items({**params, "ConsistentRead": True})
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -194,51 +128,26 @@ class ReadTables:
     ) -> tuple[bool, Item | None]:
         """One conditional ``UpdateItem``: ``(True, the new item)`` (``returns``) if it
         was applied, ``(False, the stored item or None)`` if its condition failed."""
-        try:
-            got = await self.call(
-                "update_item",
-                TableName=table,
-                Key=key,
-                ReturnValues=returns,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **params,
-            )
-        except AwsError as exc:
-            if exc.aws_code != "ConditionalCheckFailedException":
-                raise
-            old: Item | None = exc.response.get("Item")
-            return False, old
-        new: Item | None = got.get("Attributes")
-        return True, new
+        applied, got = await self.write_if(
+            "update_item",
+            TableName=table,
+            Key=key,
+            ReturnValues=returns,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            **params,
+        )
+        found: Item | None = got.get("Attributes" if applied else "Item")
+        return applied, found
 
     async def put(self, table: str, item: Item, params: Item) -> bool:
         """One conditional ``PutItem``: whether it was applied."""
-        try:
-            await self.call("put_item", TableName=table, Item=item, **params)
-        except AwsError as exc:
-            if exc.aws_code != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        applied, _ = await self.write_if("put_item", TableName=table, Item=item, **params)
+        return applied
 
     async def transact(self, parts: Sequence[dict[str, Any]]) -> Cancelled | None:
         """Send ``parts`` as one transaction: None if it was applied, a :class:`Cancelled`
         if conditions failed (nothing was written)."""
-        try:
-            await self.call(
-                "transact_write_items",
-                TransactItems=list(parts),
-                ClientRequestToken=uuid.uuid4().hex,
-            )
-        except AwsError as exc:
-            if exc.aws_code != "TransactionCanceledException":
-                raise
-            reasons = exc.response.get("CancellationReasons", [])
-            if not any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-                raise  # a validation error: a bug (conflicts are retried by the bridge)
-            return Cancelled(reasons)
-        self.transactions += 1
-        return None
+        return await self.transact_items(parts)
 
     def gave_up(self, what: str) -> StoreUnavailable:
         return StoreUnavailable(

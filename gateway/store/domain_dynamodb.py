@@ -33,15 +33,14 @@ other refusals by DynamoDB (validation errors: a bug) raise :class:`gateway.aws.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
 
-import msgspec
 from msgspec import UNSET, UnsetType
 
 from gateway.aws import Aws
-from gateway.domain.errors import DomainError, InvalidField
+from gateway.domain.errors import InvalidField
 from gateway.domain.model import (
     Channel,
     ChannelKind,
@@ -59,17 +58,15 @@ from gateway.domain.model import (
     new_workspace_id,
     validated,
 )
-from gateway.errors import StoreUnavailable
 from gateway.store import _domain_dynamo_channels as qc
 from gateway.store import _domain_dynamo_users as q
 from gateway.store._cursor import CursorCodec
 from gateway.store._domain_dynamo_table import DomainTable, TransactionHook
+from gateway.store._dynamo import CountedStore, check_ready
 from gateway.store.domain import MAX_PAGE, DomainStoreStatistics, Page
-from gateway.store.tables import DOMAIN, DOMAIN_TABLES, check_tables
+from gateway.store.tables import DOMAIN, DOMAIN_TABLES
 
 __all__ = ["DynamoDomainStore", "open_dynamodb_domain_store"]
-
-_T = TypeVar("_T")
 
 
 def _now_ms() -> int:
@@ -93,7 +90,7 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-class DynamoDomainStore:
+class DynamoDomainStore(CountedStore[DomainStoreStatistics]):
     """A :class:`gateway.store.domain.DomainStore` on the ``<prefix>-domain`` table.
 
     Any number of handles, on any number of nodes, may share the table. ``cursor_key``
@@ -118,28 +115,7 @@ class DynamoDomainStore:
         self.table = self._table.name
         self._codec = CursorCodec(cursor_key)
         self._clock = clock
-        self._stats = DomainStoreStatistics()
-
-    @property
-    def transactions(self) -> int:
-        """``TransactWriteItems`` calls that succeeded."""
-        return self._table.transactions
-
-    async def _run(self, write: bool, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``await call()``, counted like the SQLite adapter counts (refusals, then
-        reads or writes that returned)."""
-        if self._table.closed:
-            raise StoreUnavailable(f"dynamodb domain store {self.table!r} is closed")
-        try:
-            result = await call()
-        except DomainError:
-            self._stats.refusals += 1
-            raise
-        if write:
-            self._stats.writes += 1
-        else:
-            self._stats.reads += 1
-        return result
+        super().__init__(self._table, DomainStoreStatistics())
 
     # -- users -------------------------------------------------------------------------
 
@@ -347,16 +323,6 @@ class DynamoDomainStore:
     async def get_conversation(self, channel: str) -> Conversation | None:
         return await self._run(False, lambda: qc.get_conversation(self._table, channel))
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def statistics(self) -> DomainStoreStatistics:
-        """A snapshot: read calls, write calls that returned, refused calls."""
-        return msgspec.structs.replace(self._stats)
-
-    async def aclose(self) -> None:
-        """Later calls raise :class:`StoreUnavailable`; the :class:`Aws` stays open."""
-        self._table.closed = True
-
 
 @asynccontextmanager
 async def open_dynamodb_domain_store(
@@ -369,13 +335,7 @@ async def open_dynamodb_domain_store(
     """A :class:`DynamoDomainStore` on the ``<prefix>-domain`` table, after checking it:
     raises :class:`StoreUnavailable` naming what is missing or wrong (deployment creates
     tables, see :func:`gateway.store.tables.create_tables`)."""
-    problems = await check_tables(aws, prefix, DOMAIN_TABLES)
-    if problems:
-        raise StoreUnavailable(
-            f"dynamodb domain table under prefix {prefix!r} is not ready: {'; '.join(problems)}"
-        )
+    await check_ready(aws, prefix, DOMAIN_TABLES, "domain table")
     store = DynamoDomainStore(aws, prefix, cursor_key, before_transaction=before_transaction)
-    try:
+    async with aclosing(store):
         yield store
-    finally:
-        await store.aclose()

@@ -49,7 +49,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import trio
@@ -58,14 +58,15 @@ from gateway.aws import Aws, AwsError
 from gateway.aws.bridge import THROTTLING, TRANSIENT
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
+from gateway.store._dynamo import check_ready
 from gateway.store.base import StoreStatistics
 from gateway.store.tables import (
     BY_SENDER,
     CMIDS,
     LOGS,
+    MESSAGE_TABLES,
     MESSAGES,
     channel_sender,
-    check_tables,
     cmid_item,
     cmid_put,
     item_record,
@@ -420,13 +421,7 @@ async def open_dynamo_store(aws: Aws, prefix: str) -> AsyncIterator[DynamoStore]
     """A :class:`DynamoStore` on the tables under ``prefix``, after checking they exist:
     raises :class:`StoreUnavailable` naming what is missing (deployment creates tables,
     see :func:`gateway.store.tables.create_tables`)."""
-    problems = await check_tables(aws, prefix)
-    if problems:
-        raise StoreUnavailable(
-            f"dynamodb tables under prefix {prefix!r} are not ready: {'; '.join(problems)}"
-        )
+    await check_ready(aws, prefix, MESSAGE_TABLES, "tables")
     store = DynamoStore(aws, prefix)
-    try:
+    async with aclosing(store):
         yield store
-    finally:
-        await store.aclose()

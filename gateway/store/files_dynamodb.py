@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from gateway.aws import Aws, AwsError
 from gateway.domain.errors import AlreadyExists, Conflict, InvalidField, NotFound
 from gateway.errors import StoreUnavailable
+from gateway.store._dynamo import TableIO, check_ready
 from gateway.store.files import (
     ATTACHED,
     EXPIRED,
@@ -33,7 +34,7 @@ from gateway.store.files import (
     FileRecord,
     check_file_id,
 )
-from gateway.store.tables import FILES, FILES_TABLES, PENDING_BY_OWNER, TTL_ATTRIBUTE, check_tables
+from gateway.store.tables import FILES, FILES_TABLES, PENDING_BY_OWNER, TTL_ATTRIBUTE
 
 __all__ = ["DynamoFileStore", "open_dynamodb_file_store"]
 
@@ -121,6 +122,16 @@ def _names(expression: str) -> dict[str, str]:
     return {k: v for k, v in _NAMES.items() if k in expression}
 
 
+class _FileTable(TableIO):
+    """The ``<prefix>-files`` table's requests: a missing table or a closed bridge is
+    :class:`StoreUnavailable` with DynamoDB's message."""
+
+    def unavailable(self, operation: str, exc: AwsError) -> StoreUnavailable | None:
+        if exc.aws_code in ("ResourceNotFoundException", "Closed"):
+            return StoreUnavailable(f"{self.label}: {operation}: {exc.message}")
+        return None
+
+
 class DynamoFileStore:
     """A :class:`gateway.store.files.FileStore` on the ``<prefix>-files`` table. Any
     number of handles, on any number of nodes, may share it. Make it with
@@ -131,39 +142,25 @@ class DynamoFileStore:
         self.prefix = prefix
         self.table = FILES.name(prefix)
         self.clock = clock
-        self._closed = False
-
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        if self._closed:
-            raise StoreUnavailable(f"dynamodb file store {self.table!r} is closed")
-        try:
-            return await self.aws.dynamodb(operation, TableName=self.table, **params)
-        except AwsError as exc:
-            if exc.aws_code in ("ResourceNotFoundException", "Closed"):
-                raise StoreUnavailable(
-                    f"dynamodb file store {self.table!r}: {operation}: {exc.message}"
-                ) from exc
-            raise
+        self._io = _FileTable(aws, "file", [self.table])
 
     async def _update(self, file_id: str, update: str, condition: str, values: Item) -> Item:
         """One conditional ``UpdateItem``: the new item, or ``ConditionFailed`` with the
         stored one."""
         expression = f"{update} {condition}"
-        try:
-            got = await self._call(
-                "update_item",
-                Key={"id": {"S": file_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names(expression),
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except AwsError as exc:
-            if exc.aws_code != "ConditionalCheckFailedException":
-                raise
-            raise _ConditionFailed(exc.response.get("Item")) from None
+        applied, got = await self._io.write_if(
+            "update_item",
+            TableName=self.table,
+            Key={"id": {"S": file_id}},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(expression),
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if not applied:
+            raise _ConditionFailed(got.get("Item"))
         new: Item = got["Attributes"]
         return new
 
@@ -174,27 +171,24 @@ class DynamoFileStore:
         if record.status != "pending" or record.expires_ms is None or record.channel:
             raise InvalidField("a new file record is pending, with expires_ms", field="status")
         item = file_item(record)
-        try:
-            await self._call(
-                "put_item",
-                Item=item,
-                ConditionExpression="attribute_not_exists(#id)",
-                ExpressionAttributeNames={"#id": "id"},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except AwsError as exc:
-            if exc.aws_code != "ConditionalCheckFailedException":
-                raise
-            old = exc.response.get("Item")
+        applied, got = await self._io.write_if(
+            "put_item",
+            TableName=self.table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(#id)",
+            ExpressionAttributeNames={"#id": "id"},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if not applied:
+            old = got.get("Item")
             if old is not None and old == item:  # a retry of this very put
                 return record
-            raise AlreadyExists(f"file {record.id!r} exists", reason="file") from None
+            raise AlreadyExists(f"file {record.id!r} exists", reason="file")
         return record
 
     async def get(self, file_id: str) -> FileRecord | None:
         check_file_id(file_id)
-        got = await self._call("get_item", Key={"id": {"S": file_id}}, ConsistentRead=True)
-        item = got.get("Item")
+        item = await self._io.get_item(self.table, {"id": {"S": file_id}})
         return None if item is None else item_file(item)
 
     async def mark_ready(self, file_id: str, owner: str, size: int) -> FileRecord:
@@ -254,24 +248,18 @@ class DynamoFileStore:
     async def count_pending(self, owner: str) -> int:
         _check_text(owner, "owner")
         params: dict[str, Any] = {
+            "TableName": self.table,
             "IndexName": PENDING_BY_OWNER,
             "KeyConditionExpression": "#po = :o AND #x > :now",
             "ExpressionAttributeNames": {"#po": "pending_owner", "#x": "expires_ms"},
             "ExpressionAttributeValues": {":o": {"S": owner}, ":now": {"N": str(self.clock())}},
             "Select": "COUNT",
         }
-        total = 0
-        while True:
-            got = await self._call("query", **params)
-            total += int(got.get("Count", 0))
-            last = got.get("LastEvaluatedKey")
-            if last is None:
-                return total
-            params["ExclusiveStartKey"] = last
+        return sum(int(got.get("Count", 0)) for got in await self._io.query_pages(params))
 
     async def aclose(self) -> None:
         """Later calls raise :class:`StoreUnavailable`; the :class:`Aws` stays open."""
-        self._closed = True
+        self._io.closed = True
 
 
 class _ConditionFailed(Exception):
@@ -287,13 +275,7 @@ async def open_dynamodb_file_store(
     """A :class:`DynamoFileStore` on ``<prefix>-files``, after checking it: raises
     :class:`StoreUnavailable` naming what is missing or wrong (deployment creates tables,
     see :func:`gateway.store.tables.create_tables`)."""
-    problems = await check_tables(aws, prefix, FILES_TABLES)
-    if problems:
-        raise StoreUnavailable(
-            f"dynamodb files table under prefix {prefix!r} is not ready: {'; '.join(problems)}"
-        )
+    await check_ready(aws, prefix, FILES_TABLES, "files table")
     store = DynamoFileStore(aws, prefix, clock=clock)
-    try:
+    async with aclosing(store):
         yield store
-    finally:
-        await store.aclose()

@@ -34,16 +34,13 @@ Refusals are :class:`gateway.domain.errors.DomainError`; other refusals by Dynam
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import TypeVar
-
-import msgspec
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 
 from gateway.aws import Aws
-from gateway.domain.errors import DomainError, InvalidField
-from gateway.errors import StoreUnavailable
+from gateway.domain.errors import InvalidField
 from gateway.store import _message_state_dynamo_ops as ops
+from gateway.store._dynamo import CountedStore, check_ready
 from gateway.store._message_state_dynamo_table import StateTables
 from gateway.store.message_state import (
     MAX_GET_STATES,
@@ -55,11 +52,9 @@ from gateway.store.message_state import (
     check_offset,
     check_op,
 )
-from gateway.store.tables import MESSAGE_STATE_TABLES, check_tables
+from gateway.store.tables import MESSAGE_STATE_TABLES
 
 __all__ = ["DynamoMessageStateStore", "open_dynamodb_message_state"]
-
-_T = TypeVar("_T")
 
 
 def _millis(value: int, field: str) -> int:
@@ -68,7 +63,7 @@ def _millis(value: int, field: str) -> int:
     return value
 
 
-class DynamoMessageStateStore:
+class DynamoMessageStateStore(CountedStore[MessageStateStatistics]):
     """A :class:`gateway.store.message_state.MessageStateStore` on the
     ``<prefix>-message-state`` and ``<prefix>-reactions`` tables.
 
@@ -82,33 +77,12 @@ class DynamoMessageStateStore:
         self._tables = StateTables(aws, prefix)
         self.table = self._tables.state
         self.reactions_table = self._tables.reactions
-        self._stats = MessageStateStatistics()
-
-    @property
-    def transactions(self) -> int:
-        """``TransactWriteItems`` calls that succeeded."""
-        return self._tables.transactions
+        super().__init__(self._tables, MessageStateStatistics())
 
     @property
     def sweeps_failed(self) -> int:
         """Deletes whose reaction items were not all swept (left to a repeated delete)."""
         return self._tables.sweeps_failed
-
-    async def _run(self, write: bool, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``await call()``, counted like the SQLite adapter counts (refusals, then
-        reads or writes that returned)."""
-        if self._tables.closed:
-            raise StoreUnavailable(f"dynamodb message-state store {self.table!r} is closed")
-        try:
-            result = await call()
-        except DomainError:
-            self._stats.refusals += 1
-            raise
-        if write:
-            self._stats.writes += 1
-        else:
-            self._stats.reads += 1
-        return result
 
     async def get_states(self, channel: str, offsets: Sequence[int]) -> dict[int, MessageState]:
         check_id(channel, "channel")
@@ -232,16 +206,6 @@ class DynamoMessageStateStore:
             ),
         )
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def statistics(self) -> MessageStateStatistics:
-        """A snapshot: read calls, write calls that returned, refused calls."""
-        return msgspec.structs.replace(self._stats)
-
-    async def aclose(self) -> None:
-        """Later calls raise :class:`StoreUnavailable`; the :class:`Aws` stays open."""
-        self._tables.closed = True
-
 
 @asynccontextmanager
 async def open_dynamodb_message_state(
@@ -250,14 +214,7 @@ async def open_dynamodb_message_state(
     """A :class:`DynamoMessageStateStore` on the message-state tables under ``prefix``,
     after checking them: raises :class:`StoreUnavailable` naming what is missing or wrong
     (deployment creates tables, see :func:`gateway.store.tables.create_tables`)."""
-    problems = await check_tables(aws, prefix, MESSAGE_STATE_TABLES)
-    if problems:
-        raise StoreUnavailable(
-            f"dynamodb message-state tables under prefix {prefix!r} are not ready: "
-            f"{'; '.join(problems)}"
-        )
+    await check_ready(aws, prefix, MESSAGE_STATE_TABLES, "message-state tables")
     store = DynamoMessageStateStore(aws, prefix)
-    try:
+    async with aclosing(store):
         yield store
-    finally:
-        await store.aclose()

@@ -38,18 +38,16 @@ them to 19 digits.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Literal, TypeVar
-
-import msgspec
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Literal
 
 from gateway.aws import Aws
-from gateway.domain.errors import BadCursor, DomainError, InvalidField
-from gateway.errors import StoreUnavailable
+from gateway.domain.errors import BadCursor, InvalidField
 from gateway.store import _read_state_dynamo_counts as counts
 from gateway.store import _read_state_dynamo_notifications as notes
 from gateway.store._cursor import CursorCodec
+from gateway.store._dynamo import CountedStore, check_ready
 from gateway.store._read_state_dynamo_items import MAX_INT
 from gateway.store._read_state_dynamo_table import ReadTables
 from gateway.store.domain import Page
@@ -67,11 +65,9 @@ from gateway.store.read_state import (
     check_millis,
     check_notification,
 )
-from gateway.store.tables import READ_STATE_TABLES, check_tables
+from gateway.store.tables import READ_STATE_TABLES
 
 __all__ = ["DynamoReadStateStore", "open_dynamodb_read_state"]
-
-_T = TypeVar("_T")
 
 
 def _now_ms() -> int:
@@ -92,7 +88,7 @@ def _millis(value: int, field: str) -> int:
     return value
 
 
-class DynamoReadStateStore:
+class DynamoReadStateStore(CountedStore[ReadStateStatistics]):
     """A :class:`gateway.store.read_state.ReadStateStore` on the read-state tables.
 
     Any number of handles, on any number of nodes, may share the tables. ``cursor_key``
@@ -108,34 +104,13 @@ class DynamoReadStateStore:
         self._tables = ReadTables(aws, prefix)
         self._codec = CursorCodec(cursor_key)
         self._clock = clock
-        self._stats = ReadStateStatistics()
+        super().__init__(self._tables, ReadStateStatistics())
 
     @property
     def tables(self) -> tuple[str, str, str]:
         """The table names: read cursors, unread, notifications."""
         t = self._tables
         return t.cursors, t.unread, t.notifications
-
-    @property
-    def transactions(self) -> int:
-        """``TransactWriteItems`` calls that succeeded."""
-        return self._tables.transactions
-
-    async def _run(self, write: bool, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``await call()``, counted like the SQLite adapter counts (refusals, then
-        reads or writes that returned)."""
-        if self._tables.closed:
-            raise StoreUnavailable(f"dynamodb read-state store {self._tables.cursors!r} is closed")
-        try:
-            result = await call()
-        except DomainError:
-            self._stats.refusals += 1
-            raise
-        if write:
-            self._stats.writes += 1
-        else:
-            self._stats.reads += 1
-        return result
 
     # -- read cursors --------------------------------------------------------------------
 
@@ -250,16 +225,6 @@ class DynamoReadStateStore:
             lambda: notes.mark_notifications_read(self._tables, user, wanted, now_ms, now),
         )
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def statistics(self) -> ReadStateStatistics:
-        """A snapshot: read calls, write calls that returned, refused calls."""
-        return msgspec.structs.replace(self._stats)
-
-    async def aclose(self) -> None:
-        """Later calls raise :class:`StoreUnavailable`; the :class:`Aws` stays open."""
-        self._tables.closed = True
-
 
 @asynccontextmanager
 async def open_dynamodb_read_state(
@@ -269,13 +234,6 @@ async def open_dynamodb_read_state(
     checking them: raises :class:`StoreUnavailable` naming what is missing or wrong
     (deployment creates tables, see :func:`gateway.store.tables.create_tables`)."""
     store = DynamoReadStateStore(aws, prefix, cursor_key, clock=clock)  # checks the key first
-    problems = await check_tables(aws, prefix, READ_STATE_TABLES)
-    if problems:
-        raise StoreUnavailable(
-            f"dynamodb read-state tables under prefix {prefix!r} are not ready: "
-            f"{'; '.join(problems)}"
-        )
-    try:
+    await check_ready(aws, prefix, READ_STATE_TABLES, "read-state tables")
+    async with aclosing(store):
         yield store
-    finally:
-        await store.aclose()
