@@ -28,7 +28,7 @@ from gateway.domain.mentions import parse_mentions
 from gateway.errors import GatewayError
 from gateway.model import Position, Record
 from gateway.protocol import events as ev
-from gateway.store.base import MessageStore, StoreStatistics
+from gateway.store.base import MessageStore, StoreStatistics, WriteBehindResult
 from gateway.store.domain import DomainStore
 from gateway.store.message_state import MessageStateStore
 from gateway.store.read_state import MAX_PREVIEW_CHARS, Notification, ReadStateStore, Receipt
@@ -63,6 +63,16 @@ class NotingStore:
 
     async def write(self, records: Sequence[Record]) -> None:
         await self.inner.write(records)
+        await self._note(records)
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        result = await self.inner.write_behind(records)
+        skip = {(r.channel, r.offset) for r in result.duplicates}
+        skip |= {(r.channel, r.offset) for r in records if r.channel in result.refused}
+        await self._note([r for r in records if (r.channel, r.offset) not in skip])
+        return result
+
+    async def _note(self, records: Sequence[Record]) -> None:
         if self.on_written is None or not (records or self.backlog):
             return
         todo = [*self.backlog, *records]

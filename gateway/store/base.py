@@ -20,13 +20,26 @@ import msgspec
 
 from gateway.model import Position, Record
 
-__all__ = ["MessageStore", "StoreStatistics"]
+__all__ = ["MessageStore", "StoreStatistics", "WriteBehindResult"]
 
 
 class StoreStatistics(msgspec.Struct):
     writes: int = 0
     batches: int = 0
     reads: int = 0
+
+
+class WriteBehindResult(msgspec.Struct):
+    """What :meth:`MessageStore.write_behind` did besides storing records.
+
+    ``duplicates``: late duplicates, not stored (their sender and cmid are stored at
+    another offset; their own offset stays empty in the store). ``refused``: channel ->
+    why none of its records was stored (the log is in another epoch); a retry is refused
+    the same way until someone resolves it.
+    """
+
+    duplicates: list[Record] = msgspec.field(default_factory=list)
+    refused: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class MessageStore(Protocol):
@@ -47,6 +60,20 @@ class MessageStore(Protocol):
         ...
 
     async def write(self, records: Sequence[Record]) -> None: ...
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        """Store records copied from a bus's log (the Redis bus's write-behind).
+
+        Unlike ``write``: not atomic (an error may leave some records stored; retrying
+        the same call completes it), idempotent per ``(channel, offset)``, and never
+        refuses a whole call for one channel: a channel whose log is in another epoch is
+        left out and named in ``refused``; a record whose sender and cmid are already
+        stored at another offset (a retry the bus's idempotency window no longer knew) is
+        left out and returned in ``duplicates``, so a client message id never makes two
+        items. Once it returns, ``open_log`` reports a head at least as high as every
+        stored record's offset. Raises :class:`gateway.errors.StoreUnavailable` when it
+        cannot write (retryable)."""
+        ...
 
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         """Records with ``offset > after``, ascending, at most ``limit``."""

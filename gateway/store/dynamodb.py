@@ -12,7 +12,11 @@ How it keeps the :class:`gateway.store.base.MessageStore` guarantees:
 * ``open_log``: one ``GetItem`` of the log item; a new channel's epoch is created with a
   conditional ``PutItem`` (``attribute_not_exists``), so concurrent callers on any number
   of nodes agree on one epoch. ``head`` is the log item's ``head``, which every write
-  raises in the same transaction as its messages.
+  raises in the same transaction as its messages, or the highest message above it (one
+  ``Query``: a ``write_behind`` that failed before raising the head).
+* ``write_behind`` (the Redis bus's write-behind): conditional cmid claims, then
+  ``BatchWriteItem`` of the messages, then the heads; idempotent, not atomic, at half
+  the write units of ``write`` (:mod:`gateway.store._dynamo_behind`).
 * ``write`` of up to :data:`MAX_TRANSACTION_ITEMS` items (two per record, one per channel:
   49 records of one channel) and ~3 MB is **one** ``TransactWriteItems``: atomic. Each
   message ``Put`` is conditional on the item being absent *or identical*, each cmid
@@ -58,8 +62,9 @@ from gateway.aws import Aws, AwsError
 from gateway.aws.bridge import THROTTLING, TRANSIENT
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
+from gateway.store import _dynamo_behind
 from gateway.store._dynamo import check_ready
-from gateway.store.base import StoreStatistics
+from gateway.store.base import StoreStatistics, WriteBehindResult
 from gateway.store.tables import (
     BY_SENDER,
     CMIDS,
@@ -100,12 +105,14 @@ class DynamoStore:
         self.prefix = prefix
         self.max_items = max_items
         self.logs, self.messages, self.cmids = (t.name(prefix) for t in (LOGS, MESSAGES, CMIDS))
-        self._heads: dict[str, tuple[str, int]] = {}  # channel -> (epoch, head) last seen
+        self.heads: dict[str, tuple[str, int]] = {}  # channel -> (epoch, head) last seen
         self._closed = False
-        self._stats = StoreStatistics()
+        self.stats = StoreStatistics()
         self.transactions = 0  # TransactWriteItems calls that succeeded
+        self.batch_writes = 0  # BatchWriteItem calls that answered (write_behind)
+        self.unprocessed = 0  # items BatchWriteItem answered as unprocessed (sent again)
 
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         if self._closed:
             raise StoreUnavailable(f"dynamodb store {self.prefix!r} is closed")
         try:
@@ -120,8 +127,8 @@ class DynamoStore:
 
     # -- logs --------------------------------------------------------------------------
 
-    async def _get_log(self, channel: str) -> tuple[str, int] | None:
-        got = await self._call(
+    async def get_log(self, channel: str) -> tuple[str, int] | None:
+        got = await self.call(
             "get_item", TableName=self.logs, Key={"channel": {"S": channel}}, ConsistentRead=True
         )
         item = got.get("Item")
@@ -130,33 +137,45 @@ class DynamoStore:
         return item["epoch"]["S"], int(item.get("head", {"N": "0"})["N"])
 
     async def open_log(self, channel: str) -> Position:
-        """Epoch and highest stored offset (0 if none); creates the epoch if needed."""
-        log = await self._get_log(channel)
+        """Epoch and highest stored offset (0 if none); creates the epoch if needed.
+
+        The offset is the log item's head, or the highest message item's offset if that is
+        higher (a write-behind that stored messages but failed before raising the head):
+        a bus restarting the channel from here never hands out a stored offset again."""
+        log = await self.get_log(channel)
         if log is None:
-            epoch = secrets.token_hex(8)
-            item = {
-                "channel": {"S": channel},
-                "epoch": {"S": epoch},
-                "head": {"N": "0"},
-                "created_ms": {"N": str(time.time_ns() // 1_000_000)},
-            }
-            try:
-                await self._call(
-                    "put_item",
-                    TableName=self.logs,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(#c)",
-                    ExpressionAttributeNames={"#c": "channel"},
-                )
-                log = (epoch, 0)
-            except AwsError as exc:
-                if exc.aws_code != "ConditionalCheckFailedException":
-                    raise
-                log = await self._get_log(channel)  # another caller created it first
-                if log is None:
-                    raise StoreUnavailable(f"log {channel!r} vanished while opened") from exc
-        self._heads[channel] = log
+            log = await self.create_log(channel, secrets.token_hex(8))
+        top = await self._query(channel, "#o > :a", {":a": log[1]}, limit=1, forward=False)
+        if top:
+            log = (log[0], top[0].offset)
+        self.heads[channel] = log
         return Position(epoch=log[0], offset=log[1])
+
+    async def create_log(self, channel: str, epoch: str) -> tuple[str, int]:
+        """Create ``channel``'s log item in ``epoch`` unless one exists; (epoch, head) of
+        the one that is there now."""
+        item = {
+            "channel": {"S": channel},
+            "epoch": {"S": epoch},
+            "head": {"N": "0"},
+            "created_ms": {"N": str(time.time_ns() // 1_000_000)},
+        }
+        try:
+            await self.call(
+                "put_item",
+                TableName=self.logs,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#c)",
+                ExpressionAttributeNames={"#c": "channel"},
+            )
+            return epoch, 0
+        except AwsError as exc:
+            if exc.aws_code != "ConditionalCheckFailedException":
+                raise
+            log = await self.get_log(channel)  # another caller created it first
+            if log is None:
+                raise StoreUnavailable(f"log {channel!r} vanished while opened") from exc
+            return log
 
     # -- write -------------------------------------------------------------------------
 
@@ -174,8 +193,13 @@ class DynamoStore:
                 await self._write_chunk(chunk)
         except _Refused as exc:
             raise StoreUnavailable(f"dynamodb store {self.prefix!r}: write refused: {exc}") from exc
-        self._stats.writes += len(records)
-        self._stats.batches += 1
+        self.stats.writes += len(records)
+        self.stats.batches += 1
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        """Copy a bus's log: cmid claims, then ``BatchWriteItem`` s, then heads (see
+        :mod:`gateway.store._dynamo_behind`); not atomic, idempotent."""
+        return await _dynamo_behind.write_behind(self, records)
 
     def _chunks(self, records: list[Record]) -> list[list[Record]]:
         chunks: list[list[Record]] = []
@@ -202,7 +226,7 @@ class DynamoStore:
         plain: set[str] = set()  # channels whose log needs no head update, only a check
         for _ in range(3):
             for channel, (epoch, top) in channels.items():
-                known = self._heads.get(channel)
+                known = self.heads.get(channel)
                 if known is not None and known[0] == epoch and known[1] >= top:
                     plain.add(channel)
             items = [log_write(self.logs, c, e, h, c in plain) for c, (e, h) in channels.items()]
@@ -210,7 +234,7 @@ class DynamoStore:
                 items.append(message_put(self.messages, r))
                 items.append(cmid_put(self.cmids, r))
             try:
-                await self._call(
+                await self.call(
                     "transact_write_items",
                     TransactItems=items,
                     ClientRequestToken=uuid.uuid4().hex,
@@ -224,9 +248,9 @@ class DynamoStore:
                 continue
             self.transactions += 1
             for channel, (epoch, top) in channels.items():
-                known = self._heads.get(channel)
+                known = self.heads.get(channel)
                 if known is None or known[0] != epoch or known[1] < top:
-                    self._heads[channel] = (epoch, top)
+                    self.heads[channel] = (epoch, top)
             return
         raise StoreUnavailable(f"dynamodb store {self.prefix!r}: log items keep changing")
 
@@ -245,12 +269,12 @@ class DynamoStore:
                 channel = channels[i]
                 epoch = chunk[[r.channel for r in chunk].index(channel)].epoch
                 if old is None:  # the log item is gone: create it again, with a head
-                    self._heads.pop(channel, None)
+                    self.heads.pop(channel, None)
                     plain.discard(channel)
                 elif (stored := old["epoch"]["S"]) != epoch:
                     raise _Refused(f"channel {channel!r} is in epoch {stored}, not {epoch}")
                 else:  # head is above this chunk's offsets: check the epoch only
-                    self._heads[channel] = (epoch, int(old.get("head", {"N": "0"})["N"]))
+                    self.heads[channel] = (epoch, int(old.get("head", {"N": "0"})["N"]))
                     plain.add(channel)
                 again = True
                 continue
@@ -270,7 +294,7 @@ class DynamoStore:
         for r in records:
             by_channel.setdefault(r.channel, []).append(r)
         for channel, recs in by_channel.items():
-            log = await self._get_log(channel)
+            log = await self.get_log(channel)
             if log is not None and log[0] != recs[0].epoch:
                 raise _Refused(f"channel {channel!r} is in epoch {log[0]}, not {recs[0].epoch}")
             ours = {r.offset: r for r in recs}
@@ -297,7 +321,7 @@ class DynamoStore:
         for attempt in range(self.aws.retry.attempts):
             if attempt:
                 await trio.sleep(self.aws.retry.backoff(attempt - 1))
-            got = await self._call("batch_get_item", RequestItems=request)
+            got = await self.call("batch_get_item", RequestItems=request)
             found += got.get("Responses", {}).get(table, [])
             request = got.get("UnprocessedKeys") or {}
             if not request:
@@ -328,7 +352,7 @@ class DynamoStore:
         while True:
             if limit is not None:
                 params["Limit"] = limit - len(records)
-            page = await self._call("query", **params)
+            page = await self.call("query", **params)
             records += [item_record(item) for item in page.get("Items", [])]
             last = page.get("LastEvaluatedKey")
             if not last or (limit is not None and len(records) >= limit):
@@ -340,7 +364,7 @@ class DynamoStore:
         if limit <= 0:
             return []
         records = await self._query(channel, "#o > :a", {":a": after}, limit=limit)
-        self._stats.reads += 1
+        self.stats.reads += 1
         return records
 
     async def read_before(self, channel: str, before: int, limit: int) -> Sequence[Record]:
@@ -348,19 +372,19 @@ class DynamoStore:
         if limit <= 0:
             return []
         records = await self._query(channel, "#o < :b", {":b": before}, limit=limit, forward=False)
-        self._stats.reads += 1
+        self.stats.reads += 1
         return records[::-1]
 
     async def find_cmid(self, channel: str, sender: str, cmid: str) -> Record | None:
         """The record ``sender`` sent with client message id ``cmid``, if stored."""
         key = {"channel": {"S": channel}, "sc": {"S": sender_cmid(sender, cmid)}}
-        got = await self._call("get_item", TableName=self.cmids, Key=key, ConsistentRead=True)
-        self._stats.reads += 1
+        got = await self.call("get_item", TableName=self.cmids, Key=key, ConsistentRead=True)
+        self.stats.reads += 1
         if "Item" not in got:
             return None
         offset = got["Item"]["offset"]
         key = {"channel": {"S": channel}, "offset": offset}
-        got = await self._call("get_item", TableName=self.messages, Key=key, ConsistentRead=True)
+        got = await self.call("get_item", TableName=self.messages, Key=key, ConsistentRead=True)
         if "Item" not in got:
             return None
         record = item_record(got["Item"])
@@ -386,13 +410,13 @@ class DynamoStore:
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        page = await self._call("query", **params)
-        self._stats.reads += 1
+        page = await self.call("query", **params)
+        self.stats.reads += 1
         return [item_record(item) for item in page.get("Items", [])][:limit]
 
     def statistics(self) -> StoreStatistics:
         """A snapshot: records written, write calls, read calls."""
-        s = self._stats
+        s = self.stats
         return StoreStatistics(writes=s.writes, batches=s.batches, reads=s.reads)
 
     async def aclose(self) -> None:

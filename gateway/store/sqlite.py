@@ -39,7 +39,7 @@ import trio
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
 from gateway.store._sqlite_wal import WalConnection, running, transaction
-from gateway.store.base import StoreStatistics
+from gateway.store.base import StoreStatistics, WriteBehindResult
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
 
@@ -241,6 +241,40 @@ class SqliteStore(WalConnection):
         self._stats.batches += 1
         self._unsynced += 1
 
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        """One transaction per channel (see :meth:`MessageStore.write_behind`): late
+        duplicates left out; a channel in another epoch, or with another record at an
+        offset already stored, refused."""
+        result = WriteBehindResult()
+        by_channel: dict[str, list[Record]] = {}
+        for r in sorted(records, key=lambda r: r.offset):
+            by_channel.setdefault(r.channel, []).append(r)
+
+        def op(conn: sqlite3.Connection) -> int:
+            stored = 0
+            for channel, recs in by_channel.items():
+                try:
+                    with transaction(conn):
+                        new_logs = self._check_epochs(conn, recs)
+                        keep, late = _split_late(conn, recs)
+                        before = conn.total_changes
+                        conn.executemany(_INSERT, [_row(r) for r in keep])
+                        if conn.total_changes - before != len(keep):
+                            _check_ignored(conn, keep)
+                except _Conflict as exc:
+                    result.refused[channel] = str(exc)
+                    continue
+                self._epochs.update(new_logs)
+                result.duplicates += late
+                stored += len(keep)
+            return stored
+
+        if records:
+            self._stats.writes += await self._run("write_behind", op)
+            self._stats.batches += 1
+            self._unsynced += 1
+        return result
+
     async def read(self, channel: str, after: int, limit: int) -> Sequence[Record]:
         """Records with ``offset > after``, ascending, at most ``limit``."""
         if limit <= 0:
@@ -321,6 +355,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "files" not in columns:  # before attachments
         conn.execute("ALTER TABLE messages ADD COLUMN files TEXT NOT NULL DEFAULT ''")
     conn.executescript(_INDEXES)
+
+
+def _split_late(
+    conn: sqlite3.Connection, records: list[Record]
+) -> tuple[list[Record], list[Record]]:
+    """(records to store, late duplicates: their sender and cmid are stored, or come
+    earlier in ``records``, at another offset)."""
+    sql = 'SELECT "offset" FROM messages WHERE channel = ? AND sender = ? AND cmid = ?'
+    keep: list[Record] = []
+    late: list[Record] = []
+    first: dict[tuple[str, str], int] = {}
+    for r in records:
+        row = conn.execute(sql, (r.channel, r.sender, r.cmid)).fetchone()
+        at = first.setdefault((r.sender, r.cmid), r.offset if row is None else int(row[0]))
+        (keep if at == r.offset else late).append(r)
+    return keep, late
 
 
 def _check_ignored(conn: sqlite3.Connection, records: Sequence[Record]) -> None:

@@ -11,6 +11,11 @@ passes through unchanged unless a :class:`Rule` matches its operation (the
 * ``land_then_drop``: forward to moto, then close without answering (the request happened,
   the client cannot know it: the "crash between" case);
 * ``hang``: hold the request until ``release()`` (or forever), then forward it;
+* ``delay``: wait ``seconds``, then forward it (a slow store; several requests wait at
+  once);
+* ``partial``: for ``BatchWriteItem``: forward only the first half (rounded up) of each
+  table's write requests and answer the rest as ``UnprocessedItems``, as DynamoDB does
+  when a partition is throttled;
 * ``pass``: forward it (a rule that lets the next ``times`` requests through).
 """
 
@@ -78,11 +83,13 @@ DYNAMO_ERROR = "com.amazonaws.dynamodb.v20120810#"
 class Rule:
     """Do ``kind`` to the next ``times`` requests of operation ``op`` (None: any)."""
 
-    kind: str  # "reply" | "drop" | "land_then_drop" | "hang" | "pass"
+    kind: str  # "reply" | "drop" | "land_then_drop" | "hang" | "delay" | "partial" | "pass"
     times: int = 1
     op: str | None = None
     status: int = 400
     body: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0  # "delay"
+    contains: bytes = b""  # only requests whose body holds these bytes (e.g. a table name)
 
 
 class FaultProxy:
@@ -109,6 +116,9 @@ class FaultProxy:
         body = {"__type": DYNAMO_ERROR + "InternalServerError", "message": "injected"}
         return self.add(Rule("reply", times, op, 500, body))
 
+    def delay(self, seconds: float, times: int = 1_000_000, op: str | None = None) -> Rule:
+        return self.add(Rule("delay", times, op, seconds=seconds))
+
     def release(self) -> None:
         """Let held (``hang``) requests go on, and stop holding new ones."""
         self._release.set()
@@ -117,9 +127,9 @@ class FaultProxy:
     def clear(self) -> None:
         self.rules.clear()
 
-    def _match(self, op: str) -> Rule | None:
+    def _match(self, op: str, body: bytes) -> Rule | None:
         for rule in self.rules:
-            if rule.times > 0 and rule.op in (None, op):
+            if rule.times > 0 and rule.op in (None, op) and rule.contains in body:
                 rule.times -= 1
                 return rule
         return None
@@ -164,12 +174,17 @@ class FaultProxy:
                 target = headers.get(b"x-amz-target", b"").decode()
                 op = target.rsplit(".", 1)[-1] if target else request.method.decode()
                 self.seen.append(op)
-                rule = self._match(op)
+                rule = self._match(op, body)
                 kind = rule.kind if rule is not None else "pass"
                 if kind == "drop":
                     return
                 if kind == "hang" and not await self._hold(conn, stream):
                     return  # the client hung up meanwhile
+                if kind == "delay" and rule is not None:
+                    await trio.sleep(rule.seconds)
+                unprocessed: dict[str, list[Any]] = {}
+                if kind == "partial":
+                    body, unprocessed = _split_batch_write(body)
                 if rule is not None and kind == "reply":
                     status, out = rule.status, json.dumps(rule.body).encode()
                     reply = [(b"content-type", b"application/x-amz-json-1.0")]
@@ -184,6 +199,11 @@ class FaultProxy:
                     )
                     status, out = upstream.status_code, upstream.content
                     reply = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP]
+                    if unprocessed and status == 200:
+                        answer = json.loads(out)
+                        answer["UnprocessedItems"] = unprocessed
+                        out = json.dumps(answer).encode()
+                        reply = [(k, v) for k, v in reply if k.lower() != b"x-amz-crc32"]
                     if kind == "land_then_drop":
                         return
                 reply.append((b"content-length", str(len(out)).encode()))
@@ -194,6 +214,21 @@ class FaultProxy:
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
+
+
+def _split_batch_write(body: bytes) -> tuple[bytes, dict[str, list[Any]]]:
+    """A ``BatchWriteItem`` body with the second half of each table's requests taken out
+    (moto does not check signatures), and those requests as ``UnprocessedItems``."""
+    request = json.loads(body)
+    kept: dict[str, list[Any]] = {}
+    left: dict[str, list[Any]] = {}
+    for table, writes in request["RequestItems"].items():
+        half = (len(writes) + 1) // 2
+        kept[table] = writes[:half]
+        if writes[half:]:
+            left[table] = writes[half:]
+    request["RequestItems"] = kept
+    return json.dumps(request).encode(), left
 
 
 async def _read_request(

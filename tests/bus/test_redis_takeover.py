@@ -27,6 +27,9 @@ class DeadStore:
     async def write(self, records: Sequence[Record]) -> None:
         raise StoreUnavailable("this node never gets to write")
 
+    async def write_behind(self, records: Sequence[Record]) -> None:
+        raise StoreUnavailable("this node never gets to write")
+
 
 async def test_records_a_dead_node_left_unwritten_are_written_by_another(
     tmp_path: Path, redis_url: str

@@ -16,7 +16,7 @@ import trio
 
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
-from gateway.store.base import MessageStore, StoreStatistics
+from gateway.store.base import MessageStore, StoreStatistics, WriteBehindResult
 
 __all__ = ["DEADLINE", "Faults", "FaultyStore"]
 
@@ -51,14 +51,27 @@ class FaultyStore:
         return await self.inner.open_log(channel)
 
     async def write(self, records: Sequence[Record]) -> None:
+        await self._before_write("write")
+        await self.inner.write(records)
+        self._after_write()
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        await self._before_write("write_behind")
+        result = await self.inner.write_behind(records)
+        self._after_write()
+        return result
+
+    async def _before_write(self, name: str) -> None:
         f = self.faults
-        f.calls["write"] += 1
+        f.calls[name] += 1
         if f.hold is not None:
             await f.hold.wait()
         if f.fail_writes > 0:
             f.fail_writes -= 1
             raise StoreUnavailable("injected write failure")
-        await self.inner.write(records)
+
+    def _after_write(self) -> None:
+        f = self.faults
         if f.land_then_fail > 0:
             f.land_then_fail -= 1
             raise StoreUnavailable("injected failure after the write landed")

@@ -12,6 +12,7 @@ import trio
 from gateway.aws import Aws, AwsError
 from gateway.errors import StoreUnavailable
 from gateway.model import Record
+from gateway.store.base import WriteBehindResult
 from gateway.store.dynamodb import DynamoStore, open_dynamo_store
 from gateway.store.tables import LOGS, MESSAGE_TABLES, MESSAGES, check_tables, create_tables
 from tests.aws import FaultProxy, Rule, connect, open_fault_proxy
@@ -244,3 +245,75 @@ async def test_reads_follow_pages_past_one_megabyte(store: DynamoStore) -> None:
         await store.write(batch)  # ~1.35 MB of bodies
         assert list(await store.read("general", 0, 1000)) == batch
         assert list(await store.read_before("general", 1000, 90)) == batch
+
+
+# -- write_behind: BatchWriteItem, cmid claims, heads ---------------------------------------
+
+
+async def test_write_behind_puts_messages_in_batches_and_claims_cmids(
+    proxy: FaultProxy, faulty: DynamoStore, store: DynamoStore
+) -> None:
+    with trio.fail_after(T):
+        batch = await records(faulty, "general", 1, 120)
+        await faulty.write_behind(batch)
+        assert proxy.forwarded.count("BatchWriteItem") == 5  # 120 puts, 25 per request
+        assert proxy.forwarded.count("TransactWriteItems") == 2  # 120 claims, 100 per call
+        assert proxy.forwarded.count("UpdateItem") == 1  # the head, once, at the end
+        assert list(await store.read("general", 0, 1000)) == batch
+        assert await store.find_cmid("general", "alice", "c77") == batch[76]
+        assert (await store.open_log("general")).offset == 120
+
+
+async def test_write_behind_sends_unprocessed_items_again(
+    proxy: FaultProxy, faulty: DynamoStore, store: DynamoStore
+) -> None:
+    with trio.fail_after(T):
+        batch = await records(faulty, "general", 1, 25)
+        proxy.add(Rule("partial", 3, op="BatchWriteItem"))  # 13 stored, 6, 3, then the rest
+        await faulty.write_behind(batch)
+        assert faulty.unprocessed == 12 + 6 + 3
+        assert proxy.forwarded.count("BatchWriteItem") == 4
+        assert list(await store.read("general", 0, 100)) == batch
+
+
+async def test_write_behind_gives_up_when_nothing_gets_through_then_a_retry_completes(
+    proxy: FaultProxy, faulty: DynamoStore, store: DynamoStore
+) -> None:
+    with trio.fail_after(T):
+        batch = await records(faulty, "general", 1, 60)
+        proxy.add(Rule("pass", 1, op="BatchWriteItem"))  # 25 puts land, then throttled:
+        proxy.throttle(1000, op="BatchWriteItem")
+        with pytest.raises(StoreUnavailable):
+            await faulty.write_behind(batch)
+        assert faulty.aws.statistics().throttled >= faulty.aws.retry.attempts
+        stored = [r.offset for r in await store.read("general", 0, 100)]
+        assert set(stored) < set(range(1, 61)) and stored  # some landed, not all
+        # the head was not raised, but open_log still covers every stored message
+        assert (await store.open_log("general")).offset == max(stored)
+        proxy.clear()
+        assert await faulty.write_behind(batch) == WriteBehindResult()
+        assert list(await store.read("general", 0, 100)) == batch
+        assert (await store.open_log("general")).offset == 60
+
+
+async def test_write_behind_throttled_claims_are_retried(
+    proxy: FaultProxy, faulty: DynamoStore, store: DynamoStore
+) -> None:
+    with trio.fail_after(T):
+        batch = await records(faulty, "general", 1, 5)
+        proxy.throttle(2, op="TransactWriteItems")
+        proxy.throttle(2, op="BatchWriteItem")
+        assert await faulty.write_behind(batch) == WriteBehindResult()
+        assert faulty.aws.statistics().throttled == 4
+        assert list(await store.read("general", 0, 100)) == batch
+
+
+async def test_write_behind_claims_left_over_after_a_late_duplicate(store: DynamoStore) -> None:
+    with trio.fail_after(T):
+        batch = await records(store, "general", 1, 130)
+        await store.write_behind(batch[:10])
+        late = [rec("general", 130 + i, batch[0].epoch, cmid=f"c{i}") for i in (3, 7)]
+        result = await store.write_behind([*batch[10:], *late])
+        assert result == WriteBehindResult(duplicates=late)
+        assert list(await store.read("general", 0, 1000)) == batch
+        assert (await store.open_log("general")).offset == 137  # past the empty offsets
