@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.bus.base import BusStatistics
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (
@@ -71,10 +73,32 @@ class Metrics:
             registry=r,
         )
 
-    def observe_bus(self, tails: int, backlog: int) -> None:
-        """Refresh the bus gauges (called at scrape time)."""
-        self.bus_tails.set(tails)
-        self.bus_backlog.set(backlog)
+        self.bus_persist_failures = Counter(
+            "gateway_bus_persist_failures",
+            "Write-behind calls the message store failed (retried with backoff)",
+            registry=r,
+        )
+        self.bus_persist_refused = Counter(
+            "gateway_bus_persist_refused",
+            "Write-behind refusals of a channel by the message store (another epoch)",
+            registry=r,
+        )
+        self.bus_late_duplicates = Counter(
+            "gateway_bus_late_duplicates",
+            "Records the write-behind left out: their client message id was stored before",
+            registry=r,
+        )
+        self._bus_seen = BusStatistics()
+
+    def observe_bus(self, stats: BusStatistics) -> None:
+        """Refresh the bus gauges and counters from its statistics (at scrape time)."""
+        self.bus_tails.set(stats.tails_open)
+        self.bus_backlog.set(stats.persist_backlog)
+        seen = self._bus_seen
+        self.bus_persist_failures.inc(max(0, stats.persist_failures - seen.persist_failures))
+        self.bus_persist_refused.inc(max(0, stats.persist_refused - seen.persist_refused))
+        self.bus_late_duplicates.inc(max(0, stats.late_duplicates - seen.late_duplicates))
+        self._bus_seen = stats
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

@@ -35,6 +35,9 @@ class BusStatistics(msgspec.Struct):
     channels: int = 0
     commit_batches: int = 0
     persist_backlog: int = 0  # records accepted but not yet in the message store
+    persist_failures: int = 0  # write-behind calls the store failed (retried with backoff)
+    persist_refused: int = 0  # channels the store refused (another epoch; retried slowly)
+    late_duplicates: int = 0  # records the store left out: their cmid was stored before
 
 
 class Bus(Protocol):

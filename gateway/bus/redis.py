@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -72,11 +73,13 @@ from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
 from gateway.errors import StoreUnavailable
 from gateway.model import Position, Record
 from gateway.redis.client import RedisClient, RedisError, RedisUnavailable, Subscription
-from gateway.store.base import MessageStore
+from gateway.store.base import MessageStore, WriteBehindResult
 
 __all__ = ["RedisBus", "open_redis_bus"]
 
 log = logging.getLogger("gateway.bus.redis")
+
+REFUSED_RETRY = 30.0  # seconds before a channel the store refused is tried again
 
 
 class RedisBus:
@@ -135,6 +138,9 @@ class RedisBus:
         self.backlog = 0  # records in Redis not yet in the store (channels loaded here)
         self._ephemeral_inflight = 0
         self._persisting = trio.Lock()
+        self._failures = 0  # write-behind calls failed in a row
+        self._persist_after = 0.0  # trio time before which the write-behind waits
+        self._refused: dict[str, float] = {}  # channel -> trio time to try it again
         # One shard channel for control messages between nodes, every node subscribed.
         self._control = f"{prefix}:{{ctl}}:live"
         self._revoke_handler: RevokeHandler | None = None
@@ -333,6 +339,9 @@ class RedisBus:
             channels=len(self._chans),
             commit_batches=s.commit_batches,
             persist_backlog=self.backlog,
+            persist_failures=s.persist_failures,
+            persist_refused=s.persist_refused,
+            late_duplicates=s.late_duplicates,
         )
 
     async def aclose(self) -> None:
@@ -376,7 +385,7 @@ class RedisBus:
             with trio.move_on_at(min(next_audit, trio.current_time() + 1.0)):
                 await self._work.wait()
             self._work = trio.Event()
-            if self._dirty:
+            if self._dirty and trio.current_time() >= self._persist_after:
                 await self._persist_dirty()
                 await trio.sleep(self.persist_interval)  # let a batch gather
             if trio.current_time() >= next_audit:
@@ -387,9 +396,22 @@ class RedisBus:
         async with self._persisting:  # one batch at a time: events stay in log order
             await self._persist_batch()
 
+    def _persist_failed(self, exc: Exception) -> None:
+        """Back off before the next write-behind: jittered, doubling up to 5 s."""
+        self._stats.persist_failures += 1
+        self._failures += 1
+        delay = min(5.0, self.persist_interval * 2 ** min(self._failures, 10))
+        self._persist_after = trio.current_time() + delay * random.uniform(0.5, 1.0)
+        if self._failures == 1 or self._failures % 20 == 0:
+            log.warning(
+                "write-behind to the store failed; retrying",
+                extra={"error": str(exc), "failures": self._failures},
+            )
+
     async def _persist_batch(self) -> None:
-        names = list(self._dirty)
-        self._dirty.clear()
+        now = trio.current_time()
+        names = [n for n in self._dirty if self._refused.get(n, 0.0) <= now]
+        self._dirty.difference_update(names)
         pulled: list[tuple[Chan, str, int, list[Record]]] = []
         for name in names:
             ch = self._chans.get(name)
@@ -413,11 +435,14 @@ class RedisBus:
         if not pulled:
             return
         try:
-            await self.store.write([r for _, _, _, recs in pulled for r in recs])
+            result = await self.store.write_behind([r for _, _, _, recs in pulled for r in recs])
         except StoreUnavailable as exc:
-            log.warning("write-behind to the store failed; retrying", extra={"error": str(exc)})
+            self._persist_failed(exc)
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
             return
+        self._failures = 0
+        self._persist_after = 0.0
+        pulled = self._left_out(pulled, result)
         if not await self._emit_events([r for _, _, _, recs in pulled for r in recs]):
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
             return
@@ -435,6 +460,30 @@ class RedisBus:
                 )
             except StoreUnavailable:
                 self._dirty.add(ch.name)
+
+    def _left_out(
+        self, pulled: list[tuple[Chan, str, int, list[Record]]], result: WriteBehindResult
+    ) -> list[tuple[Chan, str, int, list[Record]]]:
+        """Account for what the store left out: a refused channel waits
+        :data:`REFUSED_RETRY` (its records stay in Redis, in the backlog); a late duplicate
+        gets no ``message.created`` event."""
+        for name, why in result.refused.items():
+            self._stats.persist_refused += 1
+            self._refused[name] = trio.current_time() + REFUSED_RETRY
+            self._dirty.add(name)
+            log.error("the store refused a channel", extra={"channel": name, "error": why})
+        for r in result.duplicates:
+            self._stats.late_duplicates += 1
+            log.warning(
+                "late duplicate left out of the store",
+                extra={"channel": r.channel, "offset": r.offset, "cmid": r.cmid},
+            )
+        late = {(r.channel, r.offset) for r in result.duplicates}
+        return [
+            (ch, epoch, upto, [r for r in recs if (r.channel, r.offset) not in late])
+            for ch, epoch, upto, recs in pulled
+            if ch.name not in result.refused
+        ]
 
     async def _emit_events(self, records: list[Record]) -> bool:
         """``message.created`` on the integration stream, once a record is in the store.

@@ -79,8 +79,7 @@ def create_rest_app(node: Node) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        bus = node.bus.statistics()
-        node.metrics.observe_bus(bus.tails_open, bus.persist_backlog)
+        node.metrics.observe_bus(node.bus.statistics())
         return Response(
             node.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8"
         )
