@@ -1,0 +1,113 @@
+"""The Redis bus's write-behind against what the store answers: a channel refused alone,
+late duplicates left out (and not announced), failures retried after a backoff."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from gateway.bus.redis import RedisBus, open_redis_bus
+from gateway.model import Record
+from gateway.redis import RedisClient, open_redis
+from gateway.store.base import MessageStore, WriteBehindResult
+from gateway.store.sqlite import SqliteStore, open_sqlite_store
+from tests.contract import Faults, FaultyStore
+
+T = 30  # seconds: deadline of each test body
+
+
+class Refusing(FaultyStore):
+    """Refuses the channels in ``refuse`` as a store whose log is in another epoch does."""
+
+    def __init__(self, inner: MessageStore, refuse: set[str]) -> None:
+        super().__init__(inner, Faults())
+        self.refuse = refuse
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        result = await super().write_behind([r for r in records if r.channel not in self.refuse])
+        for channel in {r.channel for r in records} & self.refuse:
+            result.refused[channel] = f"channel {channel!r} is in epoch x, not y"
+        return result
+
+
+@asynccontextmanager
+async def bus_on(
+    tmp_path: Path, redis_url: str, refuse: set[str] | None = None
+) -> AsyncIterator[tuple[RedisBus, SqliteStore, RedisClient]]:
+    """A bus with a hot window of 2 on a SQLite store (refusing the ``refuse`` channels)."""
+    async with (
+        open_sqlite_store(str(tmp_path / "m.db")) as store,
+        open_redis(redis_url, timeout=1.0) as redis,
+    ):
+        front: MessageStore = store if refuse is None else Refusing(store, refuse)
+        prefix = "wb" + uuid.uuid4().hex[:8]
+        async with open_redis_bus(redis, front, prefix=prefix, hot_window=2) as bus:
+            yield bus, store, redis
+
+
+async def until_written(bus: RedisBus, store: SqliteStore, channel: str, offset: int) -> None:
+    while (await store.open_log(channel)).offset < offset:
+        await trio.sleep(0.02)
+
+
+async def test_a_refused_channel_waits_and_keeps_its_records_while_others_go_on(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with trio.fail_after(T):
+        async with bus_on(tmp_path, redis_url, {"bad"}) as (bus, store, _):
+            for i in range(6):
+                await bus.append("bad", sender="u", cmid=f"b{i}", body=f"bad {i}")
+                await bus.append("good", sender="u", cmid=f"g{i}", body=f"good {i}")
+            await until_written(bus, store, "good", 6)
+            while bus.statistics().persist_refused == 0:
+                await trio.sleep(0.02)
+            assert (await store.open_log("bad")).offset == 0
+            # nothing of "bad" was trimmed: all of it still reads from Redis
+            assert [r.body for r in await bus.read("bad", 0, 10)] == [f"bad {i}" for i in range(6)]
+            await trio.sleep(0.3)  # several write-behind rounds: "bad" is not retried yet
+            assert bus.statistics().persist_refused == 1
+
+
+async def test_a_late_duplicate_is_left_out_and_not_announced(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with trio.fail_after(T):
+        async with bus_on(tmp_path, redis_url) as (bus, store, redis):
+            first = (await bus.append("general", sender="u", cmid="once", body="first")).record
+            await until_written(bus, store, "general", first.offset)
+            # the idempotency window passes: Redis no longer knows the cmid
+            keys = await redis.execute("KEYS", f"{bus.prefix}:{{general}}:ids:*")
+            assert keys
+            await redis.execute("DEL", *keys)
+            late = await bus.append("general", sender="u", cmid="once", body="again")
+            assert not late.duplicate and late.record.offset == first.offset + 1
+            after = (await bus.append("general", sender="u", cmid="next", body="next")).record
+            await until_written(bus, store, "general", after.offset)
+            assert bus.statistics().late_duplicates == 1
+            assert [r.body for r in await store.read("general", 0, 10)] == ["first", "next"]
+            events = await redis.execute("XRANGE", bus.events_key, "-", "+")
+            created = [dict(zip(e[1][::2], e[1][1::2], strict=True)) for e in events]
+            bodies = [e[b"body"] for e in created if e[b"type"] == b"message.created"]
+            assert bodies == [b"first", b"next"]
+
+
+async def test_failed_writes_are_retried_after_a_backoff(tmp_path: Path, redis_url: str) -> None:
+    with trio.fail_after(T):
+        async with (
+            open_sqlite_store(str(tmp_path / "m.db")) as store,
+            open_redis(redis_url, timeout=1.0) as redis,
+        ):
+            faults = Faults(fail_writes=4)
+            front = FaultyStore(store, faults)
+            async with open_redis_bus(redis, front, prefix="wb" + uuid.uuid4().hex[:8]) as bus:
+                started = trio.current_time()
+                record = (await bus.append("general", sender="u", cmid="c", body="b")).record
+                await until_written(bus, store, "general", record.offset)
+                assert bus.statistics().persist_failures == 4
+                assert faults.calls["write_behind"] == 5
+                # 4 backoffs of at least half of 0.1, 0.2, 0.4 and 0.8 s
+                assert trio.current_time() - started >= 0.75
