@@ -457,6 +457,7 @@ class RedisBus:
                     epoch,
                     upto,
                     self.hot_window,
+                    self.lease_ms,
                 )
             except StoreUnavailable:
                 self._dirty.add(ch.name)

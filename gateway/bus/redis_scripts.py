@@ -107,13 +107,17 @@ end
 return {m[1], p, tonumber(m[3]), entries}
 """)
 
-# KEYS: meta, log, lease   ARGV: node, epoch, persisted, window
-# Records that the store holds everything up to ``persisted`` (if this node still holds
-# the lease and the epoch is unchanged), then trims the stream to the newest ``window``
-# records, never below ``persisted``. Returns the persisted offset, or -1 if the lease
-# or the epoch was lost.
+# KEYS: meta, log, lease   ARGV: node, epoch, persisted, window, lease ms
+# Records that the store holds everything up to ``persisted`` (if no other node holds the
+# lease, and the epoch is unchanged), then trims the stream to the newest ``window``
+# records, never below ``persisted``. Returns the persisted offset, or -1 if another node
+# holds the lease or the epoch changed. A lease that lapsed while this node's write ran
+# long (a slow store) is taken again: what it wrote is in the store all the same, and
+# ``persisted`` only ever grows, so a write another node did meanwhile is not undone.
 ADVANCE = Script("""
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+local cur = redis.call('GET', KEYS[3])
+if cur and cur ~= ARGV[1] then return -1 end
+if not cur then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[5]) end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'persisted', 'head', 'trimmed')
 if m[1] ~= ARGV[2] then return -1 end
 local p = math.max(tonumber(m[2]), tonumber(ARGV[3]))

@@ -111,3 +111,34 @@ async def test_failed_writes_are_retried_after_a_backoff(tmp_path: Path, redis_u
                 assert faults.calls["write_behind"] == 5
                 # 4 backoffs of at least half of 0.1, 0.2, 0.4 and 0.8 s
                 assert trio.current_time() - started >= 0.75
+
+
+async def test_a_write_that_outlives_its_lease_still_counts(tmp_path: Path, redis_url: str) -> None:
+    """A slow store: the lease lapses while the write runs. Nobody else took it, so the
+    write is acknowledged when it returns, not done again (nor announced twice)."""
+    with trio.fail_after(T):
+        async with (
+            open_sqlite_store(str(tmp_path / "m.db")) as store,
+            open_redis(redis_url, timeout=1.0) as redis,
+        ):
+            faults = Faults(hold=trio.Event())
+            front = FaultyStore(store, faults)
+            async with open_redis_bus(redis, front, prefix="wb" + uuid.uuid4().hex[:8]) as bus:
+                for i in range(3):
+                    await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
+                while faults.calls["write_behind"] == 0:
+                    await trio.sleep(0.01)
+                assert await redis.execute("DEL", f"{bus.prefix}:{{general}}:lease") == 1
+                assert faults.hold is not None
+                faults.hold.set()
+                await until_written(bus, store, "general", 3)
+                while (
+                    bus.backlog
+                    or (await redis.execute("HGET", f"{bus.prefix}:{{general}}:m", "persisted"))
+                    != b"3"
+                ):
+                    await trio.sleep(0.01)
+                assert store.statistics().writes == 3  # each record written once
+                events = await redis.execute("XRANGE", bus.events_key, "-", "+")
+                created = [e for e in events if e[1][1] == b"message.created"]
+                assert len(created) == 3
