@@ -377,20 +377,28 @@ class RedisBus:
     # -- the writer and auditor -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write records behind to the store and audit tails until :meth:`aclose`."""
+        """Write records behind to the store and audit tails until :meth:`aclose`.
+
+        Two loops: the audit never waits for a write-behind call, which a slow or failing
+        store can hold for a minute (the retries), so the backlog gauge stays current and
+        tails keep being checked meanwhile."""
         await self._sub.subscribe(self._control)
-        task_status.started()
-        next_audit = trio.current_time() + self.audit_interval
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._audit_loop)
+            task_status.started()
+            while not self._closed:
+                with trio.move_on_after(1.0):
+                    await self._work.wait()
+                self._work = trio.Event()
+                if self._dirty and trio.current_time() >= self._persist_after:
+                    await self._persist_dirty()
+                    await trio.sleep(self.persist_interval)  # let a batch gather
+            nursery.cancel_scope.cancel()
+
+    async def _audit_loop(self) -> None:
         while not self._closed:
-            with trio.move_on_at(min(next_audit, trio.current_time() + 1.0)):
-                await self._work.wait()
-            self._work = trio.Event()
-            if self._dirty and trio.current_time() >= self._persist_after:
-                await self._persist_dirty()
-                await trio.sleep(self.persist_interval)  # let a batch gather
-            if trio.current_time() >= next_audit:
-                next_audit = trio.current_time() + self.audit_interval
-                await self._audit()
+            await trio.sleep(self.audit_interval)
+            await self._audit()
 
     async def _persist_dirty(self) -> None:
         async with self._persisting:  # one batch at a time: events stay in log order

@@ -142,3 +142,29 @@ async def test_a_write_that_outlives_its_lease_still_counts(tmp_path: Path, redi
                 events = await redis.execute("XRANGE", bus.events_key, "-", "+")
                 created = [e for e in events if e[1][1] == b"message.created"]
                 assert len(created) == 3
+
+
+async def test_the_backlog_is_counted_while_a_write_hangs(tmp_path: Path, redis_url: str) -> None:
+    """The audit does not wait for a write-behind call: the backlog gauge stays current
+    while the store holds a call (a slow store, the retries of an outage)."""
+    with trio.fail_after(T):
+        async with (
+            open_sqlite_store(str(tmp_path / "m.db")) as store,
+            open_redis(redis_url, timeout=1.0) as redis,
+        ):
+            faults = Faults(hold=trio.Event())
+            front = FaultyStore(store, faults)
+            prefix = "wb" + uuid.uuid4().hex[:8]
+            async with open_redis_bus(redis, front, prefix=prefix, audit_interval=0.05) as bus:
+                await bus.append("general", sender="u", cmid="c0", body="b0")
+                while faults.calls["write_behind"] == 0:
+                    await trio.sleep(0.01)
+                for i in range(1, 5):
+                    await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
+                while bus.statistics().persist_backlog != 5:
+                    await trio.sleep(0.01)
+                assert faults.hold is not None
+                faults.hold.set()
+                while bus.statistics().persist_backlog:
+                    await trio.sleep(0.01)
+                assert (await store.open_log("general")).offset == 5
