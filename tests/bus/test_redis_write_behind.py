@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -36,16 +37,26 @@ class Refusing(FaultyStore):
 
 @asynccontextmanager
 async def bus_on(
-    tmp_path: Path, redis_url: str, refuse: set[str] | None = None
+    tmp_path: Path,
+    redis_url: str,
+    *,
+    refuse: set[str] | None = None,
+    faults: Faults | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[RedisBus, SqliteStore, RedisClient]]:
-    """A bus with a hot window of 2 on a SQLite store (refusing the ``refuse`` channels)."""
+    """A bus on a SQLite store, the store refusing the ``refuse`` channels or obeying
+    ``faults``."""
     async with (
         open_sqlite_store(str(tmp_path / "m.db")) as store,
         open_redis(redis_url, timeout=1.0) as redis,
     ):
-        front: MessageStore = store if refuse is None else Refusing(store, refuse)
+        front: MessageStore = store
+        if refuse is not None:
+            front = Refusing(store, refuse)
+        elif faults is not None:
+            front = FaultyStore(store, faults)  # type: ignore[assignment]
         prefix = "wb" + uuid.uuid4().hex[:8]
-        async with open_redis_bus(redis, front, prefix=prefix, hot_window=2) as bus:
+        async with open_redis_bus(redis, front, prefix=prefix, **options) as bus:
             yield bus, store, redis
 
 
@@ -58,7 +69,7 @@ async def test_a_refused_channel_waits_and_keeps_its_records_while_others_go_on(
     tmp_path: Path, redis_url: str
 ) -> None:
     with trio.fail_after(T):
-        async with bus_on(tmp_path, redis_url, {"bad"}) as (bus, store, _):
+        async with bus_on(tmp_path, redis_url, refuse={"bad"}, hot_window=2) as (bus, store, _):
             for i in range(6):
                 await bus.append("bad", sender="u", cmid=f"b{i}", body=f"bad {i}")
                 await bus.append("good", sender="u", cmid=f"g{i}", body=f"good {i}")
@@ -76,7 +87,7 @@ async def test_a_late_duplicate_is_left_out_and_not_announced(
     tmp_path: Path, redis_url: str
 ) -> None:
     with trio.fail_after(T):
-        async with bus_on(tmp_path, redis_url) as (bus, store, redis):
+        async with bus_on(tmp_path, redis_url, hot_window=2) as (bus, store, redis):
             first = (await bus.append("general", sender="u", cmid="once", body="first")).record
             await until_written(bus, store, "general", first.offset)
             # the idempotency window passes: Redis no longer knows the cmid
@@ -97,74 +108,61 @@ async def test_a_late_duplicate_is_left_out_and_not_announced(
 
 async def test_failed_writes_are_retried_after_a_backoff(tmp_path: Path, redis_url: str) -> None:
     with trio.fail_after(T):
-        async with (
-            open_sqlite_store(str(tmp_path / "m.db")) as store,
-            open_redis(redis_url, timeout=1.0) as redis,
-        ):
-            faults = Faults(fail_writes=4)
-            front = FaultyStore(store, faults)
-            async with open_redis_bus(redis, front, prefix="wb" + uuid.uuid4().hex[:8]) as bus:
-                started = trio.current_time()
-                record = (await bus.append("general", sender="u", cmid="c", body="b")).record
-                await until_written(bus, store, "general", record.offset)
-                assert bus.statistics().persist_failures == 4
-                assert faults.calls["write_behind"] == 5
-                # 4 backoffs of at least half of 0.1, 0.2, 0.4 and 0.8 s
-                assert trio.current_time() - started >= 0.75
+        faults = Faults(fail_writes=4)
+        async with bus_on(tmp_path, redis_url, faults=faults) as (bus, store, _):
+            started = trio.current_time()
+            record = (await bus.append("general", sender="u", cmid="c", body="b")).record
+            await until_written(bus, store, "general", record.offset)
+            assert bus.statistics().persist_failures == 4
+            assert faults.calls["write_behind"] == 5
+            # 4 backoffs of at least half of 0.1, 0.2, 0.4 and 0.8 s
+            assert trio.current_time() - started >= 0.75
 
 
 async def test_a_write_that_outlives_its_lease_still_counts(tmp_path: Path, redis_url: str) -> None:
     """A slow store: the lease lapses while the write runs. Nobody else took it, so the
     write is acknowledged when it returns, not done again (nor announced twice)."""
     with trio.fail_after(T):
-        async with (
-            open_sqlite_store(str(tmp_path / "m.db")) as store,
-            open_redis(redis_url, timeout=1.0) as redis,
-        ):
-            faults = Faults(hold=trio.Event())
-            front = FaultyStore(store, faults)
-            async with open_redis_bus(redis, front, prefix="wb" + uuid.uuid4().hex[:8]) as bus:
-                for i in range(3):
-                    await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
-                while faults.calls["write_behind"] == 0:
-                    await trio.sleep(0.01)
-                assert await redis.execute("DEL", f"{bus.prefix}:{{general}}:lease") == 1
-                assert faults.hold is not None
-                faults.hold.set()
-                await until_written(bus, store, "general", 3)
-                while (
-                    bus.backlog
-                    or (await redis.execute("HGET", f"{bus.prefix}:{{general}}:m", "persisted"))
-                    != b"3"
-                ):
-                    await trio.sleep(0.01)
-                assert store.statistics().writes == 3  # each record written once
-                events = await redis.execute("XRANGE", bus.events_key, "-", "+")
-                created = [e for e in events if e[1][1] == b"message.created"]
-                assert len(created) == 3
+        faults = Faults(hold=trio.Event())
+        async with bus_on(tmp_path, redis_url, faults=faults) as (bus, store, redis):
+            for i in range(3):
+                await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
+            while faults.calls["write_behind"] == 0:
+                await trio.sleep(0.01)
+            assert await redis.execute("DEL", f"{bus.prefix}:{{general}}:lease") == 1
+            assert faults.hold is not None
+            faults.hold.set()
+            await until_written(bus, store, "general", 3)
+            while (
+                bus.backlog
+                or (await redis.execute("HGET", f"{bus.prefix}:{{general}}:m", "persisted")) != b"3"
+            ):
+                await trio.sleep(0.01)
+            assert store.statistics().writes == 3  # each record written once
+            events = await redis.execute("XRANGE", bus.events_key, "-", "+")
+            created = [e for e in events if e[1][1] == b"message.created"]
+            assert len(created) == 3
 
 
 async def test_the_backlog_is_counted_while_a_write_hangs(tmp_path: Path, redis_url: str) -> None:
     """The audit does not wait for a write-behind call: the backlog gauge stays current
     while the store holds a call (a slow store, the retries of an outage)."""
     with trio.fail_after(T):
-        async with (
-            open_sqlite_store(str(tmp_path / "m.db")) as store,
-            open_redis(redis_url, timeout=1.0) as redis,
+        faults = Faults(hold=trio.Event())
+        async with bus_on(tmp_path, redis_url, faults=faults, audit_interval=0.05) as (
+            bus,
+            store,
+            _,
         ):
-            faults = Faults(hold=trio.Event())
-            front = FaultyStore(store, faults)
-            prefix = "wb" + uuid.uuid4().hex[:8]
-            async with open_redis_bus(redis, front, prefix=prefix, audit_interval=0.05) as bus:
-                await bus.append("general", sender="u", cmid="c0", body="b0")
-                while faults.calls["write_behind"] == 0:
-                    await trio.sleep(0.01)
-                for i in range(1, 5):
-                    await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
-                while bus.statistics().persist_backlog != 5:
-                    await trio.sleep(0.01)
-                assert faults.hold is not None
-                faults.hold.set()
-                while bus.statistics().persist_backlog:
-                    await trio.sleep(0.01)
-                assert (await store.open_log("general")).offset == 5
+            await bus.append("general", sender="u", cmid="c0", body="b0")
+            while faults.calls["write_behind"] == 0:
+                await trio.sleep(0.01)
+            for i in range(1, 5):
+                await bus.append("general", sender="u", cmid=f"c{i}", body=f"b{i}")
+            while bus.statistics().persist_backlog != 5:
+                await trio.sleep(0.01)
+            assert faults.hold is not None
+            faults.hold.set()
+            while bus.statistics().persist_backlog:
+                await trio.sleep(0.01)
+            assert (await store.open_log("general")).offset == 5
