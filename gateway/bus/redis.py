@@ -70,7 +70,7 @@ from gateway.bus._redis_dirty import DirtyRegistry
 from gateway.bus._tail import CursorTail
 from gateway.bus.base import Appended, BusStatistics, EphemeralHandler, RevokeHandler
 from gateway.bus.redis_scripts import ADVANCE, APPEND, INIT, PULL
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.model import Position, Record
 from gateway.redis.client import RedisClient, RedisError, RedisUnavailable, Subscription
 from gateway.store.base import MessageStore, WriteBehindResult
@@ -411,7 +411,9 @@ class RedisBus:
         delay = min(5.0, self.persist_interval * 2 ** min(self._failures, 10))
         self._persist_after = trio.current_time() + delay * random.uniform(0.5, 1.0)
         if self._failures == 1 or self._failures % 20 == 0:
-            log.warning(
+            level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
+            log.log(
+                level,
                 "write-behind to the store failed; retrying",
                 extra={"error": str(exc), "failures": self._failures},
             )
@@ -444,7 +446,7 @@ class RedisBus:
             return
         try:
             result = await self.store.write_behind([r for _, _, _, recs in pulled for r in recs])
-        except StoreUnavailable as exc:
+        except GatewayError as exc:  # unavailable, or refused (say, AWS access denied)
             self._persist_failed(exc)
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
             return

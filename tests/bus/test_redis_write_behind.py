@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from gateway.bus.redis import RedisBus, open_redis_bus
+from gateway.errors import GatewayError
 from gateway.model import Record
 from gateway.redis import RedisClient, open_redis
 from gateway.store.base import MessageStore, WriteBehindResult
@@ -166,3 +167,33 @@ async def test_the_backlog_is_counted_while_a_write_hangs(tmp_path: Path, redis_
             while bus.statistics().persist_backlog:
                 await trio.sleep(0.01)
             assert (await store.open_log("general")).offset == 5
+
+
+class Denying(FaultyStore):
+    """Refuses the first ``times`` calls the way AWS refuses a role without the permission:
+    not retryable by the SDK, not "unavailable"."""
+
+    def __init__(self, inner: MessageStore, times: int) -> None:
+        super().__init__(inner, Faults())
+        self.times = times
+
+    async def write_behind(self, records: Sequence[Record]) -> WriteBehindResult:
+        if self.times > 0:
+            self.times -= 1
+            raise GatewayError("AccessDeniedException: not authorized to BatchWriteItem")
+        return await super().write_behind(records)
+
+
+async def test_a_refused_call_is_retried_and_does_not_stop_the_bus(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with trio.fail_after(T):
+        async with (
+            open_sqlite_store(str(tmp_path / "m.db")) as store,
+            open_redis(redis_url, timeout=1.0) as redis,
+            open_redis_bus(redis, Denying(store, 2), prefix="wb" + uuid.uuid4().hex[:8]) as bus,
+        ):
+            record = (await bus.append("general", sender="u", cmid="c", body="b")).record
+            await until_written(bus, store, "general", record.offset)
+            assert bus.statistics().persist_failures == 2
+            assert (await bus.append("general", sender="u", cmid="d", body="b")).record
