@@ -89,7 +89,7 @@ class Rule:
     status: int = 400
     body: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0  # "delay"
-    contains: bytes = b""  # only requests whose body holds these bytes (e.g. a table name)
+    contains: tuple[bytes, ...] = ()  # only requests whose body holds each of these
 
 
 class FaultProxy:
@@ -129,7 +129,7 @@ class FaultProxy:
 
     def _match(self, op: str, body: bytes) -> Rule | None:
         for rule in self.rules:
-            if rule.times > 0 and rule.op in (None, op) and rule.contains in body:
+            if rule.times > 0 and rule.op in (None, op) and all(c in body for c in rule.contains):
                 rule.times -= 1
                 return rule
         return None
