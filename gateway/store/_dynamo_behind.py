@@ -37,6 +37,7 @@ import trio
 from gateway.aws import AwsError
 from gateway.errors import StoreUnavailable
 from gateway.model import Record
+from gateway.store._dynamo import Cancelled
 from gateway.store.base import WriteBehindResult
 from gateway.store.tables import cmid_put, log_write, message_item
 
@@ -131,10 +132,8 @@ async def _claim_cmids(store: DynamoStore, records: list[Record]) -> set[tuple[s
             except AwsError as exc:
                 if exc.aws_code != "TransactionCanceledException":
                     raise
-                reasons = exc.response.get("CancellationReasons", [])
-                failed = {
-                    n for n, x in enumerate(reasons) if x.get("Code") == "ConditionalCheckFailed"
-                }
+                cancelled = Cancelled(exc.response.get("CancellationReasons", []))
+                failed = {n for n in range(len(pending)) if cancelled.failed(n)}
                 if not failed:
                     raise StoreUnavailable(f"cmid claims cancelled: {exc.message}") from exc
                 late |= {(pending[n].channel, pending[n].offset) for n in failed}
