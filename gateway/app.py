@@ -162,6 +162,7 @@ async def open_backends(
             hot_window=settings.hot_window,
             events_maxlen=settings.redis_events_maxlen,
             idempotency_window=settings.idempotency_window,
+            persist_interval=settings.persist_interval,
         ) as rbus,
         open_redis_presence(
             redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl

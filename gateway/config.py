@@ -57,6 +57,10 @@ class Settings:
     redis_timeout: float = 5.0  # connect/command timeout; a slower Redis counts as down
     redis_events_maxlen: int = 100_000  # integration event stream length; 0 turns it off
     idempotency_window: float = 3600.0  # Redis bus: a cmid retried within this is one message
+    # Redis bus: the write-behind gathers records this long between calls to the store
+    # (bigger batches: fewer store requests and less CPU per message; the store and the
+    # integration events lag the live messages by about this much)
+    persist_interval: float = 0.2
     # auth
     jwt_secret: str = ""  # HS256 secret; empty -> a dev secret kept in data_dir
     jwks_url: str = ""  # RS256 via JWKS (Cognito shape) when set
@@ -163,6 +167,8 @@ class Settings:
             raise SettingsError("GATEWAY_PRESENCE_TTL must be in [3, 3600] seconds")
         if not 60 <= self.idempotency_window <= 7 * 86400:
             raise SettingsError("GATEWAY_IDEMPOTENCY_WINDOW must be in [60, 604800] seconds")
+        if not 0.01 <= self.persist_interval <= 10:
+            raise SettingsError("GATEWAY_PERSIST_INTERVAL must be in [0.01, 10] seconds")
         if self.redis_events_maxlen < 0:
             raise SettingsError("GATEWAY_REDIS_EVENTS_MAXLEN must be 0 (off) or more")
         if not 1 <= self.max_file_bytes <= 5 * 1024**3:

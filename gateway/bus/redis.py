@@ -80,6 +80,7 @@ __all__ = ["RedisBus", "open_redis_bus"]
 log = logging.getLogger("gateway.bus.redis")
 
 REFUSED_RETRY = 30.0  # seconds before a channel the store refused is tried again
+PERSIST_BACKOFF = 0.05  # first wait after a failed write-behind call; doubles up to 5 s
 
 
 class RedisBus:
@@ -97,7 +98,7 @@ class RedisBus:
         prefix: str = "gw",
         hot_window: int = 1000,
         max_batch: int = 512,
-        persist_interval: float = 0.05,
+        persist_interval: float = 0.2,
         audit_interval: float = 1.0,
         lease_ms: int = 5000,
         max_idle_channels: int = 1000,
@@ -408,7 +409,7 @@ class RedisBus:
         """Back off before the next write-behind: jittered, doubling up to 5 s."""
         self._stats.persist_failures += 1
         self._failures += 1
-        delay = min(5.0, self.persist_interval * 2 ** min(self._failures, 10))
+        delay = min(5.0, PERSIST_BACKOFF * 2 ** min(self._failures, 10))
         self._persist_after = trio.current_time() + delay * random.uniform(0.5, 1.0)
         if self._failures == 1 or self._failures % 20 == 0:
             level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
