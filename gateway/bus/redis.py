@@ -392,8 +392,9 @@ class RedisBus:
                     await self._work.wait()
                 self._work = trio.Event()
                 if self._dirty and trio.current_time() >= self._persist_after:
-                    await self._persist_dirty()
-                    await trio.sleep(self.persist_interval)  # let a batch gather
+                    behind = await self._persist_dirty()
+                    if not behind:
+                        await trio.sleep(self.persist_interval)  # let a batch gather
             nursery.cancel_scope.cancel()
 
     async def _audit_loop(self) -> None:
@@ -401,9 +402,11 @@ class RedisBus:
             await trio.sleep(self.audit_interval)
             await self._audit()
 
-    async def _persist_dirty(self) -> None:
+    async def _persist_dirty(self) -> bool:
+        """One write-behind round; True if a channel is still more than a batch behind
+        (the next round then starts at once instead of waiting ``persist_interval``)."""
         async with self._persisting:  # one batch at a time: events stay in log order
-            await self._persist_batch()
+            return await self._persist_batch()
 
     def _persist_failed(self, exc: Exception) -> None:
         """Back off before the next write-behind: jittered, doubling up to 5 s."""
@@ -419,8 +422,9 @@ class RedisBus:
                 extra={"error": str(exc), "failures": self._failures},
             )
 
-    async def _persist_batch(self) -> None:
+    async def _persist_batch(self) -> bool:
         now = trio.current_time()
+        behind = False
         names = [n for n in self._dirty if self._refused.get(n, 0.0) <= now]
         self._dirty.difference_update(names)
         pulled: list[tuple[Chan, str, int, list[Record]]] = []
@@ -443,20 +447,21 @@ class RedisBus:
                 pulled.append((ch, epoch, records[-1].offset, records))
             if reply[2] > (records[-1].offset if records else reply[1]):
                 self._dirty.add(name)  # more than one batch behind
+                behind = behind or bool(records)  # a full batch: go on without a pause
         if not pulled:
-            return
+            return False
         try:
             result = await self.store.write_behind([r for _, _, _, recs in pulled for r in recs])
         except GatewayError as exc:  # unavailable, or refused (say, AWS access denied)
             self._persist_failed(exc)
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
-            return
+            return False
         self._failures = 0
         self._persist_after = 0.0
         pulled = self._left_out(pulled, result)
         if not await self._emit_events([r for _, _, _, recs in pulled for r in recs]):
             self._dirty.update(ch.name for ch, _, _, _ in pulled)
-            return
+            return False
         self._stats.commit_batches += 1
         for ch, epoch, upto, _ in pulled:
             try:
@@ -472,6 +477,7 @@ class RedisBus:
                 )
             except StoreUnavailable:
                 self._dirty.add(ch.name)
+        return behind
 
     def _left_out(
         self, pulled: list[tuple[Chan, str, int, list[Record]]], result: WriteBehindResult

@@ -197,3 +197,35 @@ async def test_a_refused_call_is_retried_and_does_not_stop_the_bus(
             await until_written(bus, store, "general", record.offset)
             assert bus.statistics().persist_failures == 2
             assert (await bus.append("general", sender="u", cmid="d", body="b")).record
+
+
+async def test_a_channel_more_than_a_batch_behind_is_written_without_pauses(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """``persist_interval`` gathers a batch; a backlog of many batches (after an outage, or
+    a node taking a channel over) is written back to back, not one batch per interval."""
+    prefix = "bb" + uuid.uuid4().hex[:8]
+    options: dict[str, Any] = {"prefix": prefix, "lease_ms": 300, "audit_interval": 0.1}
+    with trio.fail_after(T):
+        async with open_sqlite_store(str(tmp_path / "m.db")) as store:
+            faults = Faults(fail_writes=10**6)  # this node never manages to write
+            async with (
+                open_redis(redis_url, timeout=1.0) as redis,
+                open_redis_bus(redis, FaultyStore(store, faults), **options) as down,  # type: ignore[arg-type]
+            ):
+                for i in range(20):
+                    await down.append("backlog", sender="u", cmid=f"c{i}", body=f"m{i}")
+            assert await store.read("backlog", 0, 30) == []
+            # 5 batches of 4 with a 60 s interval: written within the deadline only if the
+            # rounds after a full batch do not wait for the interval
+            async with (
+                open_redis(redis_url, timeout=1.0) as redis,
+                open_redis_bus(
+                    redis, store, max_batch=4, persist_interval=60.0, **options
+                ) as catching_up,
+            ):
+                await until_written(catching_up, store, "backlog", 20)
+                assert [r.body for r in await store.read("backlog", 0, 30)] == [
+                    f"m{i}" for i in range(20)
+                ]
+                assert catching_up.statistics().commit_batches == 5
