@@ -73,6 +73,7 @@ class Connection:
         "identity",
         "last_ping",
         "last_recv",
+        "next_check",
         "node",
         "outbox",
         "outbox_bytes",
@@ -102,6 +103,7 @@ class Connection:
         self.last_recv = now
         self.last_ping = now
         self.auth_deadline = now + node.settings.auth_timeout
+        self.next_check = 0.0  # when the node's ticker looks at this connection next
         self.scope = trio.CancelScope()
         self._parts: list[bytes | str] = []
         self._size = 0
@@ -532,6 +534,7 @@ class Connection:
             await self._do(self.session.auth_failed(exc.message))
             return
         self.identity = identity
+        self.node.watch(self)  # its token's expiry is a new deadline
         self.send(self.session.auth_succeeded(identity.user))
         await self.node.presence.online(self, identity.user)
         if action.resume:
