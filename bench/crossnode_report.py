@@ -419,8 +419,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         hop, cpu, sat = [], [], []
         for rate, n in configs:
             c, s = by.get((kind, "cross", rate, n)), by.get((kind, "single", rate, n))
-            both = c and s and c["delivered"] and s["delivered"]
-            hop.append(c["p99_ms"] - s["p99_ms"] if both else 0.0)
+            if c and s and c["delivered"] and s["delivered"]:
+                hop.append(c["p99_ms"] - s["p99_ms"])
+            else:
+                hop.append(0.0)
             cpu.append((c.get("msgs_per_cpu_s") or 0) if c else 0)
             sat.append(bool(c and (saturated(c) or (s and saturated(s)))))
         for ax, ys in ((ax_hop, hop), (ax_cpu, cpu)):

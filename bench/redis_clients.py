@@ -328,8 +328,11 @@ async def _run_thread(port: int, meter: Meter, ops: dict[str, int], rep: int) ->
     try:
         api = Api()
 
+        # redis-py leaves execute_command unannotated
+        execute: Callable[..., Any] = r.execute_command
+
         async def call(*args: Any) -> Any:
-            return await trio.to_thread.run_sync(lambda: r.execute_command(*args))
+            return await trio.to_thread.run_sync(lambda: execute(*args))
 
         async def xadd(key: str, payload: bytes) -> Any:
             return await call(*_xadd_args(key, payload))

@@ -28,7 +28,7 @@ def disturbed(row: dict[str, Any]) -> bool:
     return (row.get("other_cpu_pct") or 0) >= OTHER_CPU_LIMIT
 
 
-def _median(values: list[float]) -> float | None:
+def _median(values: list[float | None]) -> float | None:
     vals = sorted(v for v in values if v is not None)
     if not vals:
         return None

@@ -55,7 +55,9 @@ class Raw:
             while True:
                 await self.ws.get_message()
         except ConnectionClosed as exc:
-            return exc.reason.code, exc.reason.reason or ""
+            reason = exc.reason
+            assert reason is not None, "connection closed without a close reason"
+            return reason.code, reason.reason or ""
 
     async def auth(self, token: str) -> f.Ready:
         await self.send(f.Auth(token=token))

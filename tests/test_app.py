@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from gateway.app import Gateway
 from gateway.errors import CloseCode
 from gateway.model import Position
 from gateway.protocol import frames as f
@@ -90,11 +91,11 @@ async def test_sigterm_drains_with_resume_code_and_keeps_acked_messages(tmp_path
             assert await proc.wait() == 0
 
 
-async def test_readyz_reports_draining(gateway: object) -> None:
+async def test_readyz_reports_draining(gateway: Gateway) -> None:
     gw = gateway
     with trio.fail_after(10):
-        async with httpx.AsyncClient(base_url=gw.http_url) as http:  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=gw.http_url) as http:
             assert (await http.get("/readyz")).status_code == 200
-            await gw.drain()  # type: ignore[attr-defined]
+            await gw.drain()
             r = await http.get("/readyz")
             assert r.status_code == 503 and r.json()["status"] == "draining"

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import httpx
 import pytest
@@ -56,6 +56,8 @@ from tests.client.test_sdk import FAST
 from tests.conftest import token
 from tests.routes.domain_helpers import auth, check_error, make_channel, make_user, make_workspace
 from tests.test_multinode import open_nodes
+
+Ts = TypeVarTuple("Ts")
 
 TIMEOUT = 60
 AT_ONCE = 5  # seconds: what "at once" may take on a loaded two-core machine
@@ -126,8 +128,9 @@ class Device:
                 self.notices.append(event)
             self._poke()
 
-    async def until(self, predicate: Callable[[], object]) -> None:
-        while not predicate():
+    async def until(self, predicate: Callable[[*Ts], object], *args: *Ts) -> None:
+        """Wait until ``predicate(*args)`` holds (the args bind a loop's variables)."""
+        while not predicate(*args):
             await self._changed.wait()
 
     def entries(self, channel: str, kind: type[Any] | None = None) -> list[Any]:
@@ -607,7 +610,7 @@ async def test_typing_reaches_the_others_and_is_never_replayed_presence_its_watc
             # other device too; his typing connection does not
             await bob.client.typing(gen)
             for d in (alice, bob2, carol, erin):
-                await d.until(lambda d=d: (gen, "bob") in typers(d))
+                await d.until(lambda d: (gen, "bob") in typers(d), d)
             said = await bob.client.publish(gen, "typed this")
             await all_reach(in_general, gen, said.offset)
             assert TypingEvent not in {type(fr) for fr in bob.wire}
@@ -624,7 +627,7 @@ async def test_typing_reaches_the_others_and_is_never_replayed_presence_its_watc
             await carol.until(lambda: any(isinstance(n, Disconnected) for n in carol.notices))
             await alice.client.typing(gen)
             for d in (bob, bob2, erin):
-                await d.until(lambda d=d: (gen, "alice") in typers(d))
+                await d.until(lambda d: (gen, "alice") in typers(d), d)
             away = await alice.client.publish(gen, "while carol was away")
             carol_gate.open()
             await carol.until(lambda: any(isinstance(n, Reconnected) for n in carol.notices))
@@ -725,7 +728,7 @@ async def test_read_cursors_sync_devices_and_unread_counts(gateway: Gateway) -> 
             # -- the phone reads up to bob's question: the laptop follows
             await phone.client.mark_read(gen, ask.offset)
             for d in (phone, laptop):
-                await d.until(lambda d=d: d.entries("u.alice", ReadEvent))
+                await d.until(lambda d: d.entries("u.alice", ReadEvent), d)
             synced = laptop.entries("u.alice", ReadEvent)[0]
             assert (synced.target, synced.read_offset) == (gen, ask.offset)
             counts = await unread(http, w.ws, "alice")
@@ -735,7 +738,7 @@ async def test_read_cursors_sync_devices_and_unread_counts(gateway: Gateway) -> 
             # -- the laptop reads the rest (up to the reaction, an event: counted too)
             await laptop.client.mark_read(gen, head)
             for d in (phone, laptop):
-                await d.until(lambda d=d: len(d.entries("u.alice", ReadEvent)) == 2)
+                await d.until(lambda d: len(d.entries("u.alice", ReadEvent)) == 2, d)
             assert phone.entries("u.alice", ReadEvent)[1].read_offset == head
             counts = await unread(http, w.ws, "alice")
             assert counts[gen] == {"messages": 0, "mentions": 0, "read_offset": head}
@@ -753,7 +756,7 @@ async def test_read_cursors_sync_devices_and_unread_counts(gateway: Gateway) -> 
             # the next read event is the DM's: the marks above appended nothing
             await laptop.client.mark_read(w.dm, ping.offset)
             for d in (phone, laptop):
-                await d.until(lambda d=d: len(d.entries("u.alice", ReadEvent)) == 3)
+                await d.until(lambda d: len(d.entries("u.alice", ReadEvent)) == 3, d)
             reads = [(e.target, e.read_offset) for e in phone.entries("u.alice", ReadEvent)]
             assert reads == [(gen, ask.offset), (gen, head), (w.dm, ping.offset)]
             assert phone.entries("u.alice") == laptop.entries("u.alice")  # one log, both devices
@@ -848,7 +851,7 @@ async def test_dm_receipts_reach_the_participants(gateway: Gateway) -> None:
                 assert r.json() == {"channel": dm, "offset": b3.offset}
                 mark_bob = ReceiptEvent(channel=dm, user="bob", delivered=b3.offset, read=b3.offset)
                 for d in (alice, bob, bob2):
-                    await d.until(lambda d=d: mark_bob in d.receipts)
+                    await d.until(lambda d: mark_bob in d.receipts, d)
 
             # a channel is no DM; a DM is its participants' only
             r = await http.get(f"/v1/channels/{w.general}/receipts", headers=auth("alice"))
@@ -1034,7 +1037,7 @@ async def test_removal_mid_conversation(gateway: Gateway) -> None:
                 with trio.fail_after(AT_ONCE):
                     for d in erins:
                         for channel in (gen, launch):
-                            await d.until(lambda d=d, c=channel: d.ended_on(c))
+                            await d.until(d.ended_on, channel)
                     await phone.until(lambda: phone.ended_on(thread))
                 after = await bob.client.publish(
                     gen, "a reply erin must not see", thread=kickoff.id
@@ -1272,7 +1275,7 @@ async def test_a_conversation_across_two_nodes(tmp_path: Path, redis_url: str) -
                 removed_at.append(len(flow))
                 with trio.fail_after(AT_ONCE):
                     for d in (erin_a, erin_b):
-                        await d.until(lambda d=d: d.ended_on(gen))
+                        await d.until(d.ended_on, gen)
                     await erin_b.until(lambda: erin_b.ended_on(thread))
             after = await bob.client.publish(gen, "erin must not see this", thread=m1.id)
             await alice.reach(gen, flow[-1].offset)
@@ -1304,7 +1307,7 @@ async def test_a_conversation_across_two_nodes(tmp_path: Path, redis_url: str) -
             note = f"{thread}:{after.offset}"
             for d in (alice, carol):
                 log = f"u.{d.label}"
-                await d.until(lambda d=d, log=log: note in notes_of(d, log))
+                await d.until(lambda d, log: note in notes_of(d, log), d, log)
             first = f"{thread}:{t1.offset}"
             # (each push is its own task: their order in u.<user> is not the replies')
             assert sorted(notes_of(alice, "u.alice")) == sorted(

@@ -57,7 +57,7 @@ def configure(redis_url: str, layer: str, capacity: int) -> None:
 def make_app() -> Any:
     from channels.generic.websocket import AsyncWebsocketConsumer
 
-    class GroupConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    class GroupConsumer(AsyncWebsocketConsumer):
         async def connect(self) -> None:
             await self.channel_layer.group_add(GROUP, self.channel_name)
             await self.accept()
@@ -66,7 +66,9 @@ def make_app() -> Any:
         async def disconnect(self, code: int) -> None:
             await self.channel_layer.group_discard(GROUP, self.channel_name)
 
-        async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        async def receive(
+            self, text_data: str | None = None, bytes_data: bytes | None = None
+        ) -> None:
             await self.channel_layer.group_send(GROUP, {"type": "bench.message", "text": text_data})
 
         async def bench_message(self, event: dict[str, Any]) -> None:

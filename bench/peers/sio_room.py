@@ -32,15 +32,19 @@ sio = socketio.AsyncServer(
 app = socketio.ASGIApp(sio)
 
 
-@sio.on("join")
 async def join(sid: str, room: str) -> bool:
     await sio.enter_room(sid, room)
     return True
 
 
-@sio.on("publish")
 async def publish(sid: str, body: str) -> None:
     await sio.emit("message", body, room=ROOM)
+
+
+# registered with on(event, handler) rather than as @sio.on(event): python-socketio is
+# untyped, and its decorator would make the handlers untyped too
+sio.on("join", join)
+sio.on("publish", publish)
 
 
 if __name__ == "__main__":

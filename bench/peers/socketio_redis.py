@@ -38,14 +38,17 @@ def make_app(redis_url: str) -> socketio.ASGIApp:
         engineio_logger=False,
     )
 
-    @sio.on("join")
     async def join(sid: str, room: str) -> bool:
         await sio.enter_room(sid, room)
         return True
 
-    @sio.on("publish")
     async def publish(sid: str, body: str) -> None:
         await sio.emit("message", body, room=ROOM)
+
+    # on(event, handler) rather than @sio.on(event): python-socketio is untyped, and its
+    # decorator would make the handlers untyped too
+    sio.on("join", join)
+    sio.on("publish", publish)
 
     return socketio.ASGIApp(sio)
 

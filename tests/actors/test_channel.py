@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import trio
 
 from gateway.actors.channel import ChannelActor
-from gateway.app import open_gateway
+from gateway.app import Gateway, open_gateway
 from gateway.config import Limits
 from gateway.errors import CloseCode
-from gateway.model import Position
+from gateway.model import Position, Record
 from gateway.protocol import MSGPACK
 from gateway.protocol import frames as f
 from tests.conftest import make_settings, token
@@ -26,8 +27,8 @@ async def _collect(c: Raw, channel: str, n: int, out: list[f.MessageEvent]) -> N
             out.append(fr)
 
 
-async def test_many_clients_order_and_monotonic_acks(gateway: object) -> None:
-    url = gateway.ws_url  # type: ignore[attr-defined]
+async def test_many_clients_order_and_monotonic_acks(gateway: Gateway) -> None:
+    url = gateway.ws_url
     n_subs, n_pubs, per_pub = 12, 4, 25
     total = n_pubs * per_pub
     received: list[list[f.MessageEvent]] = [[] for _ in range(n_subs)]
@@ -99,8 +100,8 @@ async def test_catch_up_after_disconnect_returns_exactly_the_missed(
                     assert live.offset == 13
 
 
-async def test_resume_frame_resubscribes_all_positions(gateway: object) -> None:
-    url = gateway.ws_url  # type: ignore[attr-defined]
+async def test_resume_frame_resubscribes_all_positions(gateway: Gateway) -> None:
+    url = gateway.ws_url
     with trio.fail_after(20):
         async with raw_client(url, token=token("pub")) as pub:
             positions = {}
@@ -187,15 +188,15 @@ async def test_slow_consumer_is_shed_without_stalling_others(tmp_path: Path) -> 
 
 
 async def test_crashing_channel_actor_is_contained(
-    gateway: object, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = gateway.ws_url  # type: ignore[attr-defined]
+    url = gateway.ws_url
     original = ChannelActor._fanout
 
-    def explode(self: ChannelActor, batch: object) -> None:
-        if self.name == "doomed" and any(r.body == "boom" for r in batch):  # type: ignore[attr-defined]
+    def explode(self: ChannelActor, batch: Sequence[Record]) -> None:
+        if self.name == "doomed" and any(r.body == "boom" for r in batch):
             raise RuntimeError("injected fault")
-        original(self, batch)  # type: ignore[arg-type]
+        original(self, batch)
 
     monkeypatch.setattr(ChannelActor, "_fanout", explode)
     with trio.fail_after(20):
@@ -215,12 +216,12 @@ async def test_crashing_channel_actor_is_contained(
             assert [m.offset for m in replay] == [ack.offset]
             await other.send(f.Publish(channel="fine", cmid="2", body="still here"))
             assert (await other.expect(f.MessageEvent, skip=(f.Ack,))).body == "still here"
-            text = gateway.node.metrics.render().decode()  # type: ignore[attr-defined]
+            text = gateway.node.metrics.render().decode()
             assert "gateway_actor_failures_total 1.0" in text
 
 
-async def test_typing_reaches_others_only_and_is_throttled(gateway: object) -> None:
-    url = gateway.ws_url  # type: ignore[attr-defined]
+async def test_typing_reaches_others_only_and_is_throttled(gateway: Gateway) -> None:
+    url = gateway.ws_url
     with trio.fail_after(10):
         async with raw_client(url, token=token("a")) as a, raw_client(url, token=token("b")) as b:
             await a.subscribe("t")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -10,7 +11,7 @@ import pytest
 import trio
 from wsproto.events import AcceptConnection, Ping, RejectConnection, TextMessage
 
-from gateway.app import open_gateway
+from gateway.app import Gateway, open_gateway
 from gateway.config import Limits
 from gateway.errors import CloseCode
 from gateway.protocol import MSGPACK
@@ -20,39 +21,44 @@ from tests.rawclient import raw_client
 from tests.rawsocket import RawSocket
 
 
-async def test_hello_auth_subscribe_publish_ack(gateway: object) -> None:
+async def test_hello_auth_subscribe_publish_ack(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url, token=token("alice")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=token("alice")) as c:
             replay, sub = await c.subscribe("general")
             assert replay == [] and sub.offset == 0 and sub.epoch
             await c.send(f.Publish(channel="general", cmid="m1", body="hello"))
             got = {type(x): x for x in (await c.recv(), await c.recv())}
             ack, msg = got[f.Ack], got[f.MessageEvent]
+            assert isinstance(ack, f.Ack) and isinstance(msg, f.MessageEvent)
             assert (ack.offset, ack.epoch, ack.duplicate) == (1, sub.epoch, False)
             assert (msg.offset, msg.sender, msg.body, msg.cmid) == (1, "alice", "hello", "m1")
             assert msg.id == ack.id
 
 
-async def test_msgpack_codec_end_to_end(gateway: object) -> None:
+async def test_msgpack_codec_end_to_end(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url, codec=MSGPACK, token=token("bob")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, codec=MSGPACK, token=token("bob")) as c:
             await c.subscribe("mp")
             await c.send(f.Publish(channel="mp", cmid="x", body="bin ✓"))
             msg = await c.expect(f.MessageEvent, skip=(f.Ack,))
             assert msg.body == "bin ✓"
 
 
-async def test_duplicate_cmid_creates_one_message(gateway: object) -> None:
+async def test_duplicate_cmid_creates_one_message(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url, token=token("alice")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=token("alice")) as c:
             await c.subscribe("dup")
             for _ in range(3):
                 await c.send(f.Publish(channel="dup", cmid="same", body="once"))
-            acks = []
-            msgs = []
+            acks: list[f.Ack] = []
+            msgs: list[f.MessageEvent] = []
             while len(acks) < 3:
                 fr = await c.recv()
-                (acks if isinstance(fr, f.Ack) else msgs).append(fr)
+                if isinstance(fr, f.Ack):
+                    acks.append(fr)
+                else:
+                    assert isinstance(fr, f.MessageEvent), fr
+                    msgs.append(fr)
             assert [a.offset for a in acks] == [1, 1, 1]
             assert [a.duplicate for a in acks] == [False, True, True]
             # Exactly one message event: a fresh publish lands at offset 2.
@@ -77,10 +83,10 @@ async def test_duplicate_cmid_creates_one_message(gateway: object) -> None:
     ],
 )
 async def test_bad_frames_get_error_codes_and_connection_survives(
-    gateway: object, payload: str, code: str
+    gateway: Gateway, payload: str, code: str
 ) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url, token=token("alice")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=token("alice")) as c:
             await c.ws.send_message(payload)
             err = await c.expect(f.Error)
             assert err.code == code and err.message
@@ -88,16 +94,16 @@ async def test_bad_frames_get_error_codes_and_connection_survives(
             assert await c.expect(f.Pong) == f.Pong(nonce=1)
 
 
-async def test_invalid_utf8_in_binary_json_frame(gateway: object) -> None:
+async def test_invalid_utf8_in_binary_json_frame(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url, token=token("alice")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=token("alice")) as c:
             await c.ws.send_message(b'{"type":"subscribe","channel":"\xff"}')
             assert (await c.expect(f.Error)).code == "bad_encoding"
 
 
-async def test_invalid_utf8_text_frame_closes_1007(gateway: object) -> None:
+async def test_invalid_utf8_text_frame_closes_1007(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        s = await RawSocket.connect(gateway.ws_port)
         assert isinstance(await s.handshake(), AcceptConnection)
         await s.next_frame()  # hello
         await s.send_raw(
@@ -107,19 +113,19 @@ async def test_invalid_utf8_text_frame_closes_1007(gateway: object) -> None:
         assert close.code == 1007
 
 
-async def test_publish_before_auth_is_refused(gateway: object) -> None:
+async def test_publish_before_auth_is_refused(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url) as c:
             await c.send(f.Publish(channel="g", cmid="1", body="x"))
             assert (await c.expect(f.Error)).code == "not_authenticated"
             await c.send(f.Subscribe(channel="g"))
             assert (await c.expect(f.Error)).code == "not_authenticated"
 
 
-async def test_forbidden_channel(gateway: object) -> None:
+async def test_forbidden_channel(gateway: Gateway) -> None:
     with trio.fail_after(10):
         tok = token("guest", channels=["public-*"])
-        async with raw_client(gateway.ws_url, token=tok) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=tok) as c:
             await c.send(f.Subscribe(channel="secret"))
             err = await c.expect(f.Error)
             assert (err.code, err.channel) == ("forbidden", "secret")
@@ -137,15 +143,17 @@ def _forge(claims: dict[str, object], key: str = SECRET, alg: str = "HS256") -> 
         pytest.param(lambda: token("a", ttl=-3600), id="expired"),
         pytest.param(lambda: _forge({"sub": "a", "exp": 2**40}, key="x" * 40), id="forged"),
         pytest.param(
-            lambda: jwt.encode({"sub": "a", "exp": 2**40}, None, algorithm="none"), id="alg-none"
+            # "none" takes no key: PyJWT reads "" as None, the only key it accepts there
+            lambda: jwt.encode({"sub": "a", "exp": 2**40}, "", algorithm="none"),
+            id="alg-none",
         ),
         pytest.param(lambda: "garbage.token.here", id="garbage"),
     ],
 )
-async def test_bad_tokens_close_4001(gateway: object, bad_token: object) -> None:
+async def test_bad_tokens_close_4001(gateway: Gateway, bad_token: Callable[[], str]) -> None:
     with trio.fail_after(10):
-        async with raw_client(gateway.ws_url) as c:  # type: ignore[attr-defined]
-            await c.send(f.Auth(token=bad_token()))  # type: ignore[operator]
+        async with raw_client(gateway.ws_url) as c:
+            await c.send(f.Auth(token=bad_token()))
             code, reason = await c.closed()
             assert code == CloseCode.AUTH_FAILED and reason
 
@@ -217,8 +225,8 @@ async def test_silent_client_is_closed_for_idleness(tmp_path: Path) -> None:
             assert close.code == CloseCode.IDLE_TIMEOUT
 
 
-async def test_handshake_rejections(gateway: object) -> None:
-    port = gateway.ws_port  # type: ignore[attr-defined]
+async def test_handshake_rejections(gateway: Gateway) -> None:
+    port = gateway.ws_port
     with trio.fail_after(10):
         s = await RawSocket.connect(port)
         ev = await s.handshake(target="/nope")
@@ -238,8 +246,8 @@ async def test_handshake_rejections(gateway: object) -> None:
         assert (await stream.receive_some(100)).startswith(b"HTTP/1.1 400")
 
 
-async def test_stray_byte_after_upgrade_does_not_kill_the_node(gateway: object) -> None:
-    port = gateway.ws_port  # type: ignore[attr-defined]
+async def test_stray_byte_after_upgrade_does_not_kill_the_node(gateway: Gateway) -> None:
+    port = gateway.ws_port
     with trio.fail_after(10):
         s = await RawSocket.connect(port)
         ev = await s.handshake(trailing=b"x")
@@ -248,7 +256,7 @@ async def test_stray_byte_after_upgrade_does_not_kill_the_node(gateway: object) 
         garbage = await trio.open_tcp_stream("127.0.0.1", port)
         await garbage.send_all(b"\x00\xff" * 100 + b"\r\n\r\n")
         await garbage.aclose()
-        async with raw_client(gateway.ws_url, token=token("a")) as c:  # type: ignore[attr-defined]
+        async with raw_client(gateway.ws_url, token=token("a")) as c:
             await c.send(f.Ping(nonce=2))
             assert await c.expect(f.Pong) == f.Pong(nonce=2)
 
@@ -261,9 +269,9 @@ async def test_token_expiry_closes_4105(tmp_path: Path) -> None:
                 assert code == CloseCode.SESSION_EXPIRED
 
 
-async def test_hello_announces_limits(gateway: object) -> None:
+async def test_hello_announces_limits(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        s = await RawSocket.connect(gateway.ws_port)
         await s.handshake()
         hello = await s.next_frame()
         assert isinstance(hello, f.Hello)
@@ -271,9 +279,9 @@ async def test_hello_announces_limits(gateway: object) -> None:
         assert hello.v == 1 and hello.session
 
 
-async def test_hello_always_carries_the_protocol_version(gateway: object) -> None:
+async def test_hello_always_carries_the_protocol_version(gateway: Gateway) -> None:
     with trio.fail_after(10):
-        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        s = await RawSocket.connect(gateway.ws_port)
         await s.handshake()
         ev = await s.next_event()
         assert isinstance(ev, TextMessage)
@@ -310,11 +318,11 @@ async def test_jwks_outage_closes_with_a_resumable_code(tmp_path: Path) -> None:
             assert code == CloseCode.AUTH_UNAVAILABLE
 
 
-async def test_permessage_deflate_is_never_negotiated(gateway: object) -> None:
+async def test_permessage_deflate_is_never_negotiated(gateway: Gateway) -> None:
     """A compressed-frame bomb cannot happen: compression is refused at the handshake,
     and a frame with the RSV1 (compressed) bit set is a protocol error."""
     with trio.fail_after(10):
-        s = await RawSocket.connect(gateway.ws_port)  # type: ignore[attr-defined]
+        s = await RawSocket.connect(gateway.ws_port)
         ext = (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")
         ev = await s.handshake(extra=[ext])
         assert isinstance(ev, AcceptConnection) and ev.extensions == []

@@ -39,7 +39,7 @@ async def nodes(
         for _ in range(n):
             redis = await stack.enter_async_context(open_redis(url, timeout=1.0, max_backoff=0.2))
             bus = await stack.enter_async_context(
-                open_redis_bus(redis, store, prefix=prefix, **options)  # type: ignore[arg-type]
+                open_redis_bus(redis, store, prefix=prefix, **options)
             )
             buses.append(bus)
         yield buses, store

@@ -48,7 +48,7 @@ async def test_records_a_dead_node_left_unwritten_are_written_by_another(
             # another node that never hears of "orphan" from a client still writes it
             async with (
                 open_redis(redis_url, timeout=1.0) as redis,
-                open_redis_bus(redis, store, **options) as survivor,  # type: ignore[arg-type]
+                open_redis_bus(redis, store, **options) as survivor,
             ):
                 while len(await store.read("orphan", 0, 10)) < 5:
                     await trio.sleep(0.05)

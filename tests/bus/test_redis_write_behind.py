@@ -55,7 +55,7 @@ async def bus_on(
         if refuse is not None:
             front = Refusing(store, refuse)
         elif faults is not None:
-            front = FaultyStore(store, faults)  # type: ignore[assignment]
+            front = FaultyStore(store, faults)
         prefix = "wb" + uuid.uuid4().hex[:8]
         async with open_redis_bus(redis, front, prefix=prefix, **options) as bus:
             yield bus, store, redis
@@ -211,7 +211,7 @@ async def test_a_channel_more_than_a_batch_behind_is_written_without_pauses(
             faults = Faults(fail_writes=10**6)  # this node never manages to write
             async with (
                 open_redis(redis_url, timeout=1.0) as redis,
-                open_redis_bus(redis, FaultyStore(store, faults), **options) as down,  # type: ignore[arg-type]
+                open_redis_bus(redis, FaultyStore(store, faults), **options) as down,
             ):
                 for i in range(20):
                     await down.append("backlog", sender="u", cmid=f"c{i}", body=f"m{i}")

@@ -71,7 +71,7 @@ async def test_kind_and_files_survive_every_path(bus: Bus) -> None:
     async with bus.open_tail("room", 0) as tail:
         m = await bus.append("room", sender="u", cmid="m", body="see", files=files)
         e = await bus.append("room", sender="u", cmid="~r:m", body="{}", kind="react")
-        got = []
+        got: list[Record] = []
         with trio.fail_after(10):
             async for batch in tail:
                 got += batch

@@ -81,7 +81,7 @@ async def test_hypercorn_crash_is_restarted_on_the_same_port() -> None:
         calls += 1
         if calls == 1:
             # Escape hypercorn's per-request error handling, as #225 does.
-            raise BaseExceptionGroup("boom", [trio.Cancelled._create(), RuntimeError("x")])  # type: ignore[attr-defined]
+            raise BaseExceptionGroup("boom", [trio.Cancelled._create(), RuntimeError("x")])
         await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
         await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
 

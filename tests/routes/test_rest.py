@@ -81,7 +81,12 @@ async def test_history_search_by_author(gateway: Gateway) -> None:
                 "/v1/channels/s/messages", params={"author": "alice", "before": 5, "limit": 1}
             )
             assert [m["offset"] for m in r.json()["messages"]] == [3]
-            for bad in ({"author": "bob", "after": 1}, {"author": "x" * 129}, {"around": 0}):
+            bads: list[dict[str, str | int]] = [
+                {"author": "bob", "after": 1},
+                {"author": "x" * 129},
+                {"around": 0},
+            ]
+            for bad in bads:
                 r = await http.get("/v1/channels/s/messages", params=bad)
                 assert r.status_code == 400, bad
 

@@ -14,9 +14,26 @@ from gateway.store.base import MessageStore
 from gateway.store.sqlite import SqliteStore, open_sqlite_store
 
 
-def rec(channel: str, offset: int, epoch: str, **kw: str) -> Record:
-    fields = {"sender": "alice", "cmid": f"c{offset}", "body": f"m{offset}"} | kw
-    return Record(channel, offset, epoch, f"{epoch}-{offset}", ts=1, thread=None, **fields)
+def rec(
+    channel: str,
+    offset: int,
+    epoch: str,
+    *,
+    sender: str = "alice",
+    cmid: str | None = None,
+    body: str | None = None,
+) -> Record:
+    return Record(
+        channel,
+        offset,
+        epoch,
+        f"{epoch}-{offset}",
+        sender=sender,
+        cmid=f"c{offset}" if cmid is None else cmid,
+        body=f"m{offset}" if body is None else body,
+        ts=1,
+        thread=None,
+    )
 
 
 def _sqlite_store_is_a_message_store(store: SqliteStore) -> MessageStore:
