@@ -138,6 +138,12 @@ class Node:
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.metrics.connections.set(len(self.connections))
+        if len(self._due) > 2 * len(self.connections) + 1024:
+            # entries of closed connections wait for their deadline before they are
+            # dropped; under churn, drop them now rather than hold the connections
+            live = self.connections
+            self._due = [e for e in self._due if e[2] in live and e[2].next_check == e[0]]
+            heapq.heapify(self._due)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 

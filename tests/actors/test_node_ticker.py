@@ -88,3 +88,17 @@ async def test_a_token_that_expires_sooner_than_any_other_deadline_still_ends_th
             assert isinstance(await s.next_frame(), f.Ready)
             close = await s.wait_close()
             assert close.code == CloseCode.SESSION_EXPIRED
+
+
+async def test_closed_connections_do_not_pile_up_in_the_deadline_heap(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with open_gateway(make_settings(tmp_path)) as gw:
+            node = gw.node
+            keep = await _ready(gw.ws_port, "stays")
+            for i in range(1100):  # churn: each leaves a heap entry due in 25 s
+                s = await _ready(gw.ws_port, f"u{i}")
+                await s.aclose()
+            while len(node.connections) > 1:
+                await trio.sleep(0.01)
+            assert len(node._due) <= 2 * len(node.connections) + 1024 + 1
+            await keep.aclose()
