@@ -16,6 +16,7 @@ import collections
 import functools
 import logging
 import os
+import random
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -101,7 +102,9 @@ class Connection:
         self.closing = False
         self.dead = False
         self.last_recv = now
-        self.last_ping = now
+        # the first ping at a random point of the first interval: connections opened
+        # together (clients reconnecting after a deploy) do not ping in the same tick
+        self.last_ping = now - random.uniform(0.0, node.settings.heartbeat_interval)
         self.auth_deadline = now + node.settings.auth_timeout
         self.next_check = 0.0  # when the node's ticker looks at this connection next
         self.scope = trio.CancelScope()

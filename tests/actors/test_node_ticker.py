@@ -4,11 +4,14 @@ event loop for 16 ms of every second on the bench VM)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import pytest
 import trio
 from wsproto.events import Ping
 
+from gateway.actors import connection as connection_module
 from gateway.actors.connection import Connection
 from gateway.app import open_gateway
 from gateway.errors import CloseCode
@@ -26,8 +29,17 @@ async def _ready(port: int, user: str) -> RawSocket:
     return s
 
 
-async def test_a_tick_looks_only_at_connections_with_a_deadline_due(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)  # heartbeat 25 s, idle 75 s: nothing due for a while
+class _NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def test_a_tick_looks_only_at_connections_with_a_deadline_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # first pings a whole interval away: with heartbeat 25 s and idle 75 s, nothing is due
+    monkeypatch.setattr(connection_module, "random", _NoJitter())
+    settings = make_settings(tmp_path)
     with trio.fail_after(20):
         async with open_gateway(settings) as gw:
             node = gw.node
@@ -102,3 +114,17 @@ async def test_closed_connections_do_not_pile_up_in_the_deadline_heap(tmp_path: 
                 await trio.sleep(0.01)
             assert len(node._due) <= 2 * len(node.connections) + 1024 + 1
             await keep.aclose()
+
+
+async def test_connections_opened_together_do_not_ping_together(tmp_path: Path) -> None:
+    """A reconnect storm (a deploy) would otherwise put every ping of those connections in
+    the same tick, interval after interval."""
+    settings = make_settings(tmp_path, heartbeat_interval=20.0)
+    with trio.fail_after(20):
+        async with open_gateway(settings) as gw:
+            sockets = [await _ready(gw.ws_port, f"u{i}") for i in range(20)]
+            pings = sorted(c.last_ping for c in gw.node.connections)
+            # first pings spread over the first interval, not all due in the same second
+            assert pings[-1] - pings[0] > 5.0
+            for s in sockets:
+                await s.aclose()
