@@ -12,28 +12,7 @@ from gateway.errors import StoreUnavailable
 from gateway.model import Record
 from gateway.store.base import MessageStore
 from gateway.store.sqlite import SqliteStore, open_sqlite_store
-
-
-def rec(
-    channel: str,
-    offset: int,
-    epoch: str,
-    *,
-    sender: str = "alice",
-    cmid: str | None = None,
-    body: str | None = None,
-) -> Record:
-    return Record(
-        channel,
-        offset,
-        epoch,
-        f"{epoch}-{offset}",
-        sender=sender,
-        cmid=f"c{offset}" if cmid is None else cmid,
-        body=f"m{offset}" if body is None else body,
-        ts=1,
-        thread=None,
-    )
+from tests.contract.test_store_contract import rec
 
 
 def _sqlite_store_is_a_message_store(store: SqliteStore) -> MessageStore:
@@ -70,7 +49,7 @@ async def test_a_returned_write_is_visible_to_another_connection(tmp_path: Path)
         await store.write([rec("c", 1, epoch), rec("c", 2, epoch)])
         with sqlite3.connect(path) as other:
             rows = other.execute('SELECT "offset", body FROM messages ORDER BY 1').fetchall()
-        assert rows == [(1, "m1"), (2, "m2")]
+        assert rows == [(1, "message 1"), (2, "message 2")]
 
 
 async def test_a_record_of_another_epoch_is_refused(tmp_path: Path) -> None:
