@@ -50,6 +50,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "gateway_event_loop_lag_seconds",
+            "How late the node's once-a-second ticker woke up: time the event loop spent on "
+            "other work it could not interrupt (one observation per second)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.drops = Counter("gateway_drops", "Frames or connections shed", ["reason"], registry=r)
         self.errors = Counter("gateway_errors", "Error frames sent, by code", ["code"], registry=r)
         self.closes = Counter(

@@ -218,9 +218,13 @@ class Node:
     async def run_ticker(self) -> None:
         """Heartbeats, deadlines, idle channel reaping. One task for the whole node."""
         while True:
-            await trio.sleep(TICK)
+            woke = trio.current_time() + TICK
+            await trio.sleep_until(woke)
             now = trio.current_time()
             wall = time.time()
+            # any delay past the deadline is time the loop spent on work it could not
+            # interrupt: a long synchronous loop, a full garbage collection, a blocking call
+            self.metrics.loop_lag.observe(now - woke)
             for conn in list(self._handshaking):
                 if now > conn.auth_deadline:
                     conn.scope.cancel()

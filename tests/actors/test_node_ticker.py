@@ -5,6 +5,7 @@ event loop for 16 ms of every second on the bench VM)."""
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,22 @@ async def test_connections_opened_together_do_not_ping_together(tmp_path: Path) 
             assert pings[-1] - pings[0] > 5.0
             for s in sockets:
                 await s.aclose()
+
+
+async def test_a_blocked_event_loop_shows_in_the_loop_lag_histogram(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with open_gateway(make_settings(tmp_path)) as gw:
+            registry = gw.node.metrics.registry
+
+            def lag() -> tuple[float, float]:
+                count = registry.get_sample_value("gateway_event_loop_lag_seconds_count")
+                total = registry.get_sample_value("gateway_event_loop_lag_seconds_sum")
+                return count or 0.0, total or 0.0
+
+            while lag()[0] < 1:  # the first tick
+                await trio.sleep(0.05)
+            before = lag()
+            time.sleep(1.3)  # noqa: ASYNC251 - blocks the loop on purpose, across a tick
+            while lag()[0] < before[0] + 1:
+                await trio.sleep(0.05)
+            assert lag()[1] - before[1] >= 0.25
