@@ -49,7 +49,6 @@ from bench.common import (
     LOADGEN_CORE,
     RESULTS,
     ROOT,
-    SERVER_CORE,
     free_port,
     machine_facts,
     other_benches,
@@ -76,7 +75,16 @@ from bench.crossnode_report import (
     targets,
 )
 from bench.dialects import Dialect, Gateway, SocketIOPeer, WebsocketsPeer, make_body
-from bench.servers import Server
+from bench.servers import (
+    Server,
+    ServerStartError,
+    keep_log,
+    log_problems,
+    popen,
+    redis_version,
+    start_redis,
+    started,
+)
 
 EXTRA_PACKAGES = ("channels", "channels-redis", "Django", "asgiref", "redis", "hiredis")
 
@@ -234,75 +242,6 @@ def loadgen_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------------------- processes
 
 
-def _popen(argv: list[str], env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
-    raise_nofile()  # inherited by the child
-    with (workdir / "server.log").open("wb") as log:
-        return subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: pin(SERVER_CORE),  # noqa: PLW1509 - no threads started yet
-        )
-
-
-class StartError(RuntimeError):
-    """A process did not come up; the message carries the tail of its log."""
-
-
-def _started(server: Server, ready: Any, what: str, timeout: float = 30.0) -> Server:
-    t0 = time.monotonic()
-    if not ready(timeout):
-        tail = server.log_tail(60)
-        code = server.proc.poll()
-        server.stop()
-        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "(empty log)")
-        state = f"exited with {code}" if code is not None else "still running"
-        raise StartError(
-            f"{what} not ready after {time.monotonic() - t0:.1f}s ({state}): "
-            f"{last.strip()[:300]}\nlog tail:\n{tail}"
-        )
-    return server
-
-
-def start_redis() -> Server:
-    """A fresh redis-server on a free loopback port: no RDB snapshots, no AOF."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise StartError("redis-server is not on PATH (apt-get install redis-server)")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    port = free_port()
-    argv = [
-        binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-        "--dir", str(workdir), "--daemonize", "no", "--logfile", "", "--maxclients", "10000",
-    ]  # fmt: skip
-    server = Server(
-        "redis", port, _popen(argv, dict(os.environ), workdir), workdir / "server.log", workdir
-    )
-
-    def ready(timeout: float) -> bool:
-        if not wait_for_port(port, timeout, server.alive):
-            return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = subprocess.run(
-                ["redis-cli", "-h", HOST, "-p", str(port), "PING"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-            if out.stdout.strip() == "PONG":
-                return True
-            time.sleep(0.1)
-        return False
-
-    return _started(server, ready, f"redis-server on {port}")
-
-
 def start_node(
     kind: str, role: str, redis_url: str, shared: Path, secret: str, channels_layer: str
 ) -> Server:
@@ -336,7 +275,7 @@ def start_node(
         argv += ["--redis", redis_url, "--layer", channels_layer] if redis_url else []
     else:
         raise ValueError(f"unknown kind {kind!r}")
-    server = Server(kind, port, _popen(argv, env, workdir), workdir / "server.log", workdir)
+    server = Server(kind, port, popen(argv, env, workdir), workdir / "server.log", workdir)
 
     def ready(timeout: float) -> bool:
         if not wait_for_port(port, timeout, server.alive):
@@ -353,7 +292,7 @@ def start_node(
             time.sleep(0.1)
         return False
 
-    return _started(server, ready, f"{kind} node {role} on {port}")
+    return started(server, ready, f"{kind} node {role} on {port}")
 
 
 # ---------------------------------------------------------------------------- one run
@@ -373,26 +312,6 @@ def _proc_cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def _keep_log(server: Server, dest: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.copyfile(server.log_path, dest)
-
-
-def _log_problems(path: Path) -> list[str]:
-    """Lines of a kept server log that look like trouble (warnings, errors, tracebacks)."""
-    keys = ("warning", "error", "traceback", "exception", "critical")
-    with contextlib.suppress(OSError):
-        lines = path.read_text(errors="replace").splitlines()
-        return [
-            ln[:300]
-            for ln in lines
-            if any(k in ln.lower() for k in keys)
-            and "DeprecationWarning" not in ln
-            and "warnings.warn(" not in ln
-        ][:20]
-    return []
-
-
 def _start_node_retry(
     kind: str, role: str, url: str, shared: Path, secret: str, layer: str, row: dict[str, Any]
 ) -> Server:
@@ -400,7 +319,7 @@ def _start_node_retry(
     under test may be mid-edit by someone else, or the machine briefly overloaded)."""
     try:
         return start_node(kind, role, url, shared, secret, layer)
-    except StartError as exc:
+    except ServerStartError as exc:
         row.setdefault("start_retries", []).append(str(exc)[:4000])
         time.sleep(3)
         return start_node(kind, role, url, shared, secret, layer)
@@ -426,7 +345,7 @@ def run_one(
                 nodes[role] = _start_node_retry(
                     kind, role, url, shared, secret, params["channels_layer"], row
                 )
-        except StartError as exc:
+        except ServerStartError as exc:
             row["error"] = str(exc)
             row["start_failed"] = True
             return row
@@ -453,9 +372,9 @@ def run_one(
     finally:
         for role, node in nodes.items():
             kept = log_dir / f"node-{tag}-{role}.log"
-            _keep_log(node, kept)
+            keep_log(node, kept)
             node.stop()
-            problems = _log_problems(kept)
+            problems = log_problems(kept)
             if problems:
                 row.setdefault("node_log_problems", {})[role] = problems
         if redis is not None:
@@ -555,17 +474,6 @@ def _drive_loadgen(
 
 
 # ---------------------------------------------------------------------------- analysis
-
-
-def _redis_version() -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout
-        for part in out.split():
-            if part.startswith("v="):
-                return part[2:]
-    return "unknown"
 
 
 def _tree_state() -> dict[str, Any]:
@@ -752,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": [round(x, 2) for x in load],
         "machine": machine,
-        "redis_version": _redis_version(),
+        "redis_version": redis_version(),
         "params": params,
         "logs": str(args.logs),
         "runs": runs,

@@ -42,10 +42,17 @@ import psutil
 import trio
 
 from bench import common as c
-from bench.crossnode import _keep_log, _log_problems, _popen, _redis_version, _started, start_redis
 from bench.dialects import Gateway
 from bench.fanout import read_lines
-from bench.servers import Server
+from bench.servers import (
+    Server,
+    keep_log,
+    log_problems,
+    popen,
+    redis_version,
+    start_redis,
+    started,
+)
 from tests.services import MotoServer
 
 FULL: dict[str, Any] = {"channels": 20, "messages": 1_500, "window": 16, "n": 100, "rate": 50.0}
@@ -184,9 +191,9 @@ class Stack:
             port, workdir = c.free_port(), self.workdir / "proxy"
             workdir.mkdir()
             argv = [*STORE_CORE, sys.executable, "-m", "bench.persist", "proxy", self.moto.url]
-            proc = _popen([*argv, str(port), str(self.delay)], self._env(), workdir)
+            proc = popen([*argv, str(port), str(self.delay)], self._env(), workdir)
             proxy = Server("proxy", port, proc, workdir / "server.log", workdir)
-            self.servers["proxy"] = _started(proxy, lambda t: c.wait_for_port(port, t), "proxy")
+            self.servers["proxy"] = started(proxy, lambda t: c.wait_for_port(port, t), "proxy")
             endpoint = f"http://{c.HOST}:{port}"
         (workdir := self.workdir / "node").mkdir()
         env = {**self._env(), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -206,9 +213,9 @@ class Stack:
         if check.returncode != 0:
             raise RuntimeError(f"gateway check failed:\n{check.stdout}{check.stderr}")
         env["GATEWAY_AWS_ENDPOINT_URL"] = endpoint
-        node = Server("gateway", port, _popen([gateway, "serve"], env, workdir),
+        node = Server("gateway", port, popen([gateway, "serve"], env, workdir),
                       workdir / "server.log", workdir)  # fmt: skip
-        self.servers["node"] = _started(node, self._ready, "gateway node", timeout=60)
+        self.servers["node"] = started(node, self._ready, "gateway node", timeout=60)
         if "proxy" in self.servers:  # from now on: the node is up, the store is slow
             self.servers["proxy"].proc.send_signal(signal.SIGUSR1)
 
@@ -245,9 +252,9 @@ class Stack:
         for name, server in reversed(self.servers.items()):
             if not server.alive():
                 row.setdefault("errors", []).append(f"{name} exited:\n{server.log_tail()}")
-            _keep_log(server, kept := self.logs / f"{self.tag}-{name}.log")
+            keep_log(server, kept := self.logs / f"{self.tag}-{name}.log")
             server.stop()
-            if name != "redis" and (problems := _log_problems(kept)):
+            if name != "redis" and (problems := log_problems(kept)):
                 row.setdefault("log_problems", {})[name] = problems
         self.moto.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -538,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = {**c.machine_facts(), "moto": metadata.version("moto"), "gateway_dirty": dirty}
     res: dict[str, Any] = {"scenario": "persist", "mode": "quick" if args.quick else "full",
                            "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "machine": machine, "redis_version": _redis_version(),
+                           "machine": machine, "redis_version": redis_version(),
                            "params": args.params, "logs": str(logs), "throughput": [],
                            "latency": []}  # fmt: skip
     print(f"[persist] logs in {logs}", flush=True)

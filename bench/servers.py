@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from bench.common import ROOT, SERVER_CORE, free_port, pin, raise_nofile, wait_for_port
+from bench.common import HOST, ROOT, SERVER_CORE, free_port, pin, raise_nofile, wait_for_port
 
 LABELS = {
     "gateway": "gateway (trio + wsproto)",
@@ -151,3 +153,104 @@ def start_server(name: str, ready_timeout: float = 30.0) -> Server:
             f"(exit code {proc.poll()}): {last.strip()}\nlog tail:\n{tail}"
         )
     return server
+
+
+# -- processes of the multi-process benches (crossnode, persist) ----------------------------
+
+
+def popen(argv: list[str], env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    """``argv`` pinned to the server core, in its own session, output to workdir/server.log."""
+    raise_nofile()  # inherited by the child
+    with (workdir / "server.log").open("wb") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: pin(SERVER_CORE),  # noqa: PLW1509 - no threads started yet
+        )
+
+
+def started(server: Server, ready: Any, what: str, timeout: float = 30.0) -> Server:
+    """``server`` once ``ready(timeout)`` says so; else stopped, and ServerStartError."""
+    t0 = time.monotonic()
+    if not ready(timeout):
+        tail = server.log_tail(60)
+        code = server.proc.poll()
+        server.stop()
+        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "(empty log)")
+        state = f"exited with {code}" if code is not None else "still running"
+        raise ServerStartError(
+            f"{what} not ready after {time.monotonic() - t0:.1f}s ({state}): "
+            f"{last.strip()[:300]}\nlog tail:\n{tail}"
+        )
+    return server
+
+
+def start_redis() -> Server:
+    """A fresh redis-server on a free loopback port: no RDB snapshots, no AOF."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerStartError("redis-server is not on PATH (apt-get install redis-server)")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    port = free_port()
+    argv = [
+        binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        "--dir", str(workdir), "--daemonize", "no", "--logfile", "", "--maxclients", "10000",
+    ]  # fmt: skip
+    server = Server(
+        "redis", port, popen(argv, dict(os.environ), workdir), workdir / "server.log", workdir
+    )
+
+    def ready(timeout: float) -> bool:
+        if not wait_for_port(port, timeout, server.alive):
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["redis-cli", "-h", HOST, "-p", str(port), "PING"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            if out.stdout.strip() == "PONG":
+                return True
+            time.sleep(0.1)
+        return False
+
+    return started(server, ready, f"redis-server on {port}")
+
+
+def keep_log(server: Server, dest: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.copyfile(server.log_path, dest)
+
+
+def log_problems(path: Path) -> list[str]:
+    """Lines of a kept server log that look like trouble (warnings, errors, tracebacks)."""
+    keys = ("warning", "error", "traceback", "exception", "critical")
+    with contextlib.suppress(OSError):
+        lines = path.read_text(errors="replace").splitlines()
+        return [
+            ln[:300]
+            for ln in lines
+            if any(k in ln.lower() for k in keys)
+            and "DeprecationWarning" not in ln
+            and "warnings.warn(" not in ln
+        ][:20]
+    return []
+
+
+def redis_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+        for part in out.split():
+            if part.startswith("v="):
+                return part[2:]
+    return "unknown"
