@@ -80,19 +80,6 @@ class WSClient(asyncio.Protocol):
         self.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        # Fast path, nearly every read during a run: exactly one whole unfragmented text
-        # frame and nothing buffered. At 1,000 subscribers the generator reads every frame
-        # on one core, so its per-frame cost is latency charged to the server.
-        handler = self.on_text
-        if handler is not None and not self._buf and len(data) > 2 and data[0] == 0x81:
-            b1 = data[1]
-            if b1 < 126:
-                if len(data) == 2 + b1:
-                    handler(data[2:], time.perf_counter_ns())
-                    return
-            elif b1 == 126 and len(data) == 4 + ((data[2] << 8) | data[3]):
-                handler(data[4:], time.perf_counter_ns())
-                return
         buf = self._buf
         buf += data
         if not self._upgraded and not self._read_response():
