@@ -10,6 +10,7 @@ import fnmatch
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
 import time
@@ -122,18 +123,29 @@ class Node:
         self._schedule(conn, trio.current_time(), time.time())
 
     def _schedule(self, conn: Connection, now: float, wall: float) -> None:
-        st = self.settings
-        due = min(conn.last_recv + st.idle_timeout, conn.last_ping + st.heartbeat_interval)
-        if conn.session.phase is not Phase.READY:
-            due = min(due, conn.auth_deadline)
-        ident = conn.identity
-        if ident is not None and ident.expires_at is not None:
-            due = min(due, now + (ident.expires_at + st.jwt_leeway - wall))
         # a deadline reached exactly is not yet passed (the checks are strict): the next
         # tick takes it; never requeue at ``now``, which this tick would pop again
-        due = max(due, now + 1e-6)
+        due = max(min(self._deadlines(conn, now, wall)), now + 1e-6)
         conn.next_check = due
         heapq.heappush(self._due, (due, next(self._due_seq), conn))
+
+    def _deadlines(
+        self, conn: Connection, now: float, wall: float
+    ) -> tuple[float, float, float, float]:
+        """When ``conn``'s auth, idle, token-expiry and ping deadlines fall, on the trio
+        clock (``inf``: none). The one definition both the checks and the heap use."""
+        st = self.settings
+        auth = conn.auth_deadline if conn.session.phase is not Phase.READY else math.inf
+        ident = conn.identity
+        expiry = math.inf
+        if ident is not None and ident.expires_at is not None:
+            expiry = now + (ident.expires_at + st.jwt_leeway - wall)
+        return (
+            auth,
+            conn.last_recv + st.idle_timeout,
+            expiry,
+            conn.last_ping + st.heartbeat_interval,
+        )
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -239,18 +251,14 @@ class Node:
             self.registry.reap_idle()
 
     def _check(self, conn: Connection, now: float, wall: float) -> None:
-        st = self.settings
-        if conn.session.phase is not Phase.READY and now > conn.auth_deadline:
+        auth, idle, expiry, ping = self._deadlines(conn, now, wall)
+        if now > auth:
             conn.close(CloseCode.AUTH_TIMEOUT, "no successful auth in time")
-        elif now - conn.last_recv > st.idle_timeout:
+        elif now > idle:
             conn.close(CloseCode.IDLE_TIMEOUT, "idle: nothing received")
-        elif (
-            conn.identity is not None
-            and conn.identity.expires_at is not None
-            and wall > conn.identity.expires_at + st.jwt_leeway
-        ):
+        elif now > expiry:
             conn.close(CloseCode.SESSION_EXPIRED, "token expired: resume with a new one")
-        elif now - conn.last_ping >= st.heartbeat_interval:
+        elif now >= ping:
             conn.ping(now)
 
     # ------------------------------------------------------------------ shutdown
