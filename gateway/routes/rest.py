@@ -31,6 +31,7 @@ __all__ = ["create_rest_app"]
 _json = msgspec.json.Encoder()
 _channel_re = re.compile(CHANNEL_PATTERN)
 MAX_PAGE = 200
+MAX_OFFSET = 2**53  # the largest offset a client may name (as in the protocol's frames)
 
 
 class Revocation(msgspec.Struct, forbid_unknown_fields=True):
@@ -163,10 +164,14 @@ def create_rest_app(node: Node) -> QuartTrio:
             return _error(400, ErrorCode.INVALID_FIELD, "author pages go backward: use before")
         if author is not None and not 1 <= len(author) <= 128:
             return _error(400, ErrorCode.INVALID_FIELD, "author is a user id (1..128 chars)")
-        if (after is not None and after < 0) or any(
-            x is not None and x < 1 for x in (before, around)
+        if (after is not None and not 0 <= after <= MAX_OFFSET) or any(
+            x is not None and not 1 <= x <= MAX_OFFSET for x in (before, around)
         ):
-            return _error(400, ErrorCode.INVALID_FIELD, "after >= 0, before >= 1, around >= 1")
+            return _error(
+                400,
+                ErrorCode.INVALID_FIELD,
+                f"after 0..{MAX_OFFSET}, before and around 1..{MAX_OFFSET}",
+            )
         try:
             head = await node.bus.head(channel)
             if author is not None:  # search: the author's newest messages below `before`

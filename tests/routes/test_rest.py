@@ -103,7 +103,7 @@ async def test_history_errors(gateway: Gateway) -> None:
             ok = {"authorization": f"Bearer {token('g', channels=['pub-*'])}"}
             r = await http.get("/v1/channels/secret/messages", headers=ok)
             assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
-            for params in (
+            history_bads: list[dict[str, str | int]] = [
                 {"limit": 0},
                 {"limit": 999},
                 {"after": "x"},
@@ -111,7 +111,13 @@ async def test_history_errors(gateway: Gateway) -> None:
                 {"around": 3, "before": 5},
                 {"before": 0},
                 {"after": -1},
-            ):
+                # beyond any offset (and SQLite's INTEGER): refused, not a 500
+                {"after": 2**53 + 1},
+                {"before": 2**107},
+                {"around": 2**64},
+                {"author": "g", "before": 150063445502743578091616515129344},
+            ]
+            for params in history_bads:
                 r = await http.get("/v1/channels/pub-a/messages", headers=ok, params=params)
                 assert r.status_code == 400, params
                 assert r.json()["error"]["code"] == "invalid_field"
