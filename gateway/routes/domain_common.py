@@ -52,7 +52,7 @@ __all__ = [
 
 DEFAULT_PAGE = 50
 
-Version = Annotated[int, msgspec.Meta(ge=1)]
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 """An ``expected_version`` (records start at version 1)."""
 
 _json = msgspec.json.Encoder()

@@ -96,6 +96,7 @@ async def test_profile_bad_bodies(gateway: Gateway) -> None:
                 ({"email": "d@example.com", "display_name": "D", "avatar_url": "http://x"}, None),
                 ({"expected_version": 0}, "expected_version"),
                 ({"expected_version": "1"}, "expected_version"),
+                ({"expected_version": 2**63}, "expected_version"),  # beyond SQLite's INTEGER
                 ([], None),
             ]
             for body, field in cases:
