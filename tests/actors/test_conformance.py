@@ -31,6 +31,9 @@ class EchoConnection(Connection):
     def _greet(self) -> None:
         pass  # Autobahn expects no unsolicited frame
 
+    def ping(self, now: float) -> None:
+        self.last_ping = now  # no heartbeat either: the first may come at any time now
+
     async def _on_message(self, data: bytes | str) -> None:
         if isinstance(data, str):
             self.send_frame(build_frame(data.encode(), False))
